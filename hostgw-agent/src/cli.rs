@@ -1,0 +1,49 @@
+//! The command line: clap definitions only. [`crate::Config`] validates what is parsed here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// hostgw: eBPF host-gw forwarding for Kubernetes nodes on one L2 segment.
+#[derive(Debug, Parser)]
+#[command(name = "hostgw-agent", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: load and attach the programs, keep the maps in sync, until SIGTERM or
+    /// SIGINT.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The node's interface on the shared L2 segment (where other nodes are reached).
+    #[arg(long, env = "HOSTGW_UPLINK")]
+    pub uplink: String,
+
+    /// The bridge the pods' veths are attached to.
+    #[arg(long, env = "HOSTGW_BRIDGE", default_value = "cni0")]
+    pub bridge: String,
+
+    /// Directory on a bpf filesystem where maps and links are pinned.
+    #[arg(long, env = "HOSTGW_PIN_DIR", default_value = "/sys/fs/bpf/hostgw")]
+    pub pin_dir: PathBuf,
+
+    /// Enter this network namespace (a name under /run/netns, as `ip netns add` makes) before
+    /// doing anything, keeping the host's mount namespace and its bpf filesystem.
+    #[arg(long, env = "HOSTGW_NETNS")]
+    pub netns: Option<String>,
+
+    /// On exit, leave the programs attached and the maps and links pinned, so the dataplane
+    /// keeps forwarding and a restarted agent adopts it.
+    #[arg(long, env = "HOSTGW_KEEP_DATAPLANE")]
+    pub keep_dataplane: bool,
+
+    /// Do not ask the kernel FIB on a route-trie miss: hand such packets to the stack.
+    #[arg(long, env = "HOSTGW_NO_FIB_FALLBACK")]
+    pub no_fib_fallback: bool,
+}

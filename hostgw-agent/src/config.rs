@@ -1,0 +1,144 @@
+//! The validated configuration of `hostgw-agent run`.
+
+use std::path::PathBuf;
+
+use crate::cli::RunArgs;
+
+/// What was wrong with the command line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// An interface name the kernel would not accept.
+    #[error(
+        "--{flag}: {name:?} is not a valid interface name (1 to 15 bytes, no '/', ':' or whitespace)"
+    )]
+    InterfaceName { flag: &'static str, name: String },
+    /// The uplink and the bridge are the same interface.
+    #[error(
+        "--uplink and --bridge both name {0:?}; the uplink is the node's interface on the shared L2 segment, the bridge holds the pods"
+    )]
+    SameInterface(String),
+    /// The pin directory is not absolute.
+    #[error(
+        "--pin-dir: {0:?} must be an absolute path on a bpf filesystem, such as /sys/fs/bpf/hostgw"
+    )]
+    PinDirRelative(PathBuf),
+    /// A network namespace name that is not a plain file name under /run/netns.
+    #[error("--netns: {0:?} is not a network namespace name (a file name under /run/netns)")]
+    NetnsName(String),
+}
+
+/// The daemon's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub uplink: String,
+    pub bridge: String,
+    pub pin_dir: PathBuf,
+    pub netns: Option<String>,
+    pub keep_dataplane: bool,
+    pub fib_fallback: bool,
+}
+
+impl TryFrom<RunArgs> for Config {
+    type Error = ConfigError;
+
+    fn try_from(args: RunArgs) -> Result<Self, Self::Error> {
+        check_ifname("uplink", &args.uplink)?;
+        check_ifname("bridge", &args.bridge)?;
+        if args.uplink == args.bridge {
+            return Err(ConfigError::SameInterface(args.uplink));
+        }
+        if !args.pin_dir.is_absolute() {
+            return Err(ConfigError::PinDirRelative(args.pin_dir));
+        }
+        if let Some(netns) = &args.netns
+            && (netns.is_empty() || netns.contains('/') || netns == "." || netns == "..")
+        {
+            return Err(ConfigError::NetnsName(netns.clone()));
+        }
+        Ok(Self {
+            uplink: args.uplink,
+            bridge: args.bridge,
+            pin_dir: args.pin_dir,
+            netns: args.netns,
+            keep_dataplane: args.keep_dataplane,
+            fib_fallback: !args.no_fib_fallback,
+        })
+    }
+}
+
+/// Checks a name the way the kernel's `dev_valid_name` does.
+fn check_ifname(flag: &'static str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::InterfaceName {
+            flag,
+            name: name.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let cli = Cli::try_parse_from(["hostgw-agent", "run"].iter().chain(args))
+            .expect("arguments parse");
+        let Command::Run(run) = cli.command;
+        Config::try_from(run)
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = parse(&["--uplink", "eth0"]).expect("valid");
+        assert_eq!(c.uplink, "eth0");
+        assert_eq!(c.bridge, "cni0");
+        assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/hostgw"));
+        assert!(c.fib_fallback);
+        assert!(!c.keep_dataplane);
+        assert_eq!(c.netns, None);
+
+        let c = parse(&[
+            "--uplink",
+            "eth1",
+            "--bridge",
+            "br0",
+            "--pin-dir",
+            "/sys/fs/bpf/x",
+            "--netns",
+            "node1",
+            "--keep-dataplane",
+            "--no-fib-fallback",
+        ])
+        .expect("valid");
+        assert_eq!(c.bridge, "br0");
+        assert_eq!(c.netns.as_deref(), Some("node1"));
+        assert!(c.keep_dataplane);
+        assert!(!c.fib_fallback);
+    }
+
+    #[test]
+    fn bad_input_names_the_flag() {
+        let e = parse(&["--uplink", "a-very-long-interface-name"]).unwrap_err();
+        assert!(e.to_string().starts_with("--uplink:"), "{e}");
+        let e = parse(&["--uplink", "eth0", "--bridge", "br/0"]).unwrap_err();
+        assert!(e.to_string().starts_with("--bridge:"), "{e}");
+        let e = parse(&["--uplink", "eth0", "--bridge", "eth0"]).unwrap_err();
+        assert!(matches!(e, ConfigError::SameInterface(_)), "{e}");
+        let e = parse(&["--uplink", "eth0", "--pin-dir", "pins"]).unwrap_err();
+        assert!(e.to_string().starts_with("--pin-dir:"), "{e}");
+        let e = parse(&["--uplink", "eth0", "--netns", "../x"]).unwrap_err();
+        assert!(e.to_string().starts_with("--netns:"), "{e}");
+    }
+}

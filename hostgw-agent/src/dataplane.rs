@@ -1,0 +1,448 @@
+//! Loading, attaching, pinning and detaching the eBPF programs.
+//!
+//! Owns the kernel objects hostgw creates: the maps (pinned as `<pin-dir>/<MAP>`), the program
+//! links (pinned as `<pin-dir>/links/<program>@<interface>`) and, on kernels without tcx, the
+//! clsact filters. It never touches routes, neighbours or other programs' hooks.
+//!
+//! Maps are opened from their pins when they exist, so a restarted agent keeps the state the
+//! running dataplane forwards with. A pinned link found at attach time is updated in place to
+//! the embedded program (`BPF_LINK_UPDATE`): the hook is never empty, and a restart or an
+//! upgrade loses no packet.
+
+use std::{
+    collections::BTreeMap,
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    pin::PinError,
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, LinkOrder, PinnedLink},
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError},
+        xdp::XdpLink,
+    },
+};
+use hostgw_common::names;
+
+use crate::iface::Link;
+
+/// The eBPF object built by `build.rs`, embedded in the binary.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hostgw"));
+
+/// Subdirectory of the pin directory that holds the program links.
+const LINKS_DIR: &str = "links";
+
+/// Why a dataplane operation failed. Each variant names the program, interface or path.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The eBPF object did not load (verifier, BTF, map creation or pin reuse).
+    #[error("loading the eBPF object failed")]
+    Load(#[source] Box<aya::EbpfError>),
+    /// The object lacks a program the agent expects: the binary and object disagree.
+    #[error("the eBPF object has no program {0}")]
+    MissingProgram(&'static str),
+    /// The verifier rejected a program, or the kernel refused to load it.
+    #[error("loading program {program} failed")]
+    LoadProgram {
+        program: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// Attaching a program to an interface failed in every mode tried.
+    #[error("attaching {program} to {iface} failed")]
+    Attach {
+        program: &'static str,
+        iface: String,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// A pinned link exists but is not a link of the expected kind, or cannot be updated.
+    #[error("the pinned link {path} cannot be adopted")]
+    Adopt {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Pinning a link failed.
+    #[error("pinning {path} failed")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: Box<PinError>,
+    },
+    /// A file below the pin directory could not be created or removed.
+    #[error("{action} {path} failed")]
+    PinDir {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// How a program ended up attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// XDP in the driver.
+    XdpNative,
+    /// XDP on the generic (skb) path.
+    XdpGeneric,
+    /// TC through a tcx link.
+    Tcx,
+    /// TC through a clsact qdisc filter (kernels before 6.6); cannot be pinned.
+    Clsact,
+}
+
+impl std::fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::XdpNative => "xdp native",
+            Self::XdpGeneric => "xdp generic",
+            Self::Tcx => "tcx",
+            Self::Clsact => "clsact",
+        })
+    }
+}
+
+/// One attached program.
+#[derive(Debug)]
+struct Hook {
+    mode: AttachMode,
+    link: HookLink,
+}
+
+#[derive(Debug)]
+enum HookLink {
+    /// A bpf link, pinned: it outlives the agent.
+    Pinned { link: FdLink, path: PathBuf },
+    /// A clsact filter: detached when dropped.
+    Netlink(SchedClassifierLink),
+}
+
+/// The loaded programs and maps, and the hooks they are attached to.
+#[derive(Debug)]
+pub struct Dataplane {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    /// Keyed by the link's pin name, `<program>@<interface>`.
+    hooks: BTreeMap<String, Hook>,
+}
+
+impl Dataplane {
+    /// Loads the embedded object with `config` as its read-only configuration, reusing maps
+    /// pinned in `pin_dir` and pinning new ones there. `pin_dir` must exist on a bpffs.
+    pub fn load(pin_dir: &Path, config: &hostgw_common::Config) -> Result<Self, DataplaneError> {
+        let links = pin_dir.join(LINKS_DIR);
+        fs::create_dir_all(&links).map_err(|source| DataplaneError::PinDir {
+            action: "creating",
+            path: links,
+            source,
+        })?;
+        let map_pins: Vec<(&str, PathBuf)> = names::PINNED_MAPS
+            .iter()
+            .map(|name| (*name, pin_dir.join(name)))
+            .collect();
+        let mut loader = EbpfLoader::new();
+        loader.override_global(names::CONFIG, config, true);
+        for (name, path) in &map_pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
+            .load(EBPF_OBJECT)
+            .map_err(|e| DataplaneError::Load(Box::new(e)))?;
+
+        for name in [names::PROG_EGRESS, names::PROG_INGRESS] {
+            let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
+            prog.load().map_err(|e| load_error(name, e))?;
+        }
+        let xdp: &mut Xdp = program(&mut ebpf, names::PROG_XDP)?;
+        xdp.load().map_err(|e| load_error(names::PROG_XDP, e))?;
+
+        Ok(Self {
+            ebpf,
+            pin_dir: pin_dir.to_path_buf(),
+            hooks: BTreeMap::new(),
+        })
+    }
+
+    /// The loaded object, for map access.
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    /// The loaded object, for map updates.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// The attached hooks: `(pin name, mode)`.
+    pub fn hooks(&self) -> impl Iterator<Item = (&str, AttachMode)> {
+        self.hooks.iter().map(|(k, h)| (k.as_str(), h.mode))
+    }
+
+    fn link_pin(&self, key: &str) -> PathBuf {
+        self.pin_dir.join(LINKS_DIR).join(key)
+    }
+
+    /// Attaches the XDP program to `iface`: native mode, else generic. A link pinned by an
+    /// earlier run is updated to this program instead.
+    pub fn attach_xdp(&mut self, iface: &Link) -> Result<AttachMode, DataplaneError> {
+        let name = names::PROG_XDP;
+        let key = format!("{name}@{}", iface.name);
+        let path = self.link_pin(&key);
+        let prog: &mut Xdp = program(&mut self.ebpf, name)?;
+
+        if let Some(pinned) = open_pinned(&path)? {
+            let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| adopt(&path, e))?;
+            let id = prog.attach_to_link(link).map_err(|e| adopt(&path, e))?;
+            let link = FdLink::try_from(prog.take_link(id).map_err(|e| adopt(&path, e))?)
+                .map_err(|e| adopt(&path, e))?;
+            // The mode is the one the earlier run chose; the kernel keeps it across updates.
+            let mode = AttachMode::XdpNative;
+            tracing::info!(program = name, iface = iface.name, pin = %path.display(), "adopted pinned link");
+            self.hooks.insert(
+                key,
+                Hook {
+                    mode,
+                    link: HookLink::Pinned { link, path },
+                },
+            );
+            return Ok(mode);
+        }
+
+        let (id, mode) = match prog.attach(&iface.name, XdpMode::Driver) {
+            Ok(id) => (id, AttachMode::XdpNative),
+            Err(native) => {
+                tracing::warn!(iface = iface.name, error = %native, "native XDP failed, using generic XDP");
+                let id = prog
+                    .attach(&iface.name, XdpMode::Skb)
+                    .map_err(|e| attach_error(name, iface, e))?;
+                (id, AttachMode::XdpGeneric)
+            }
+        };
+        let link = prog
+            .take_link(id)
+            .map_err(|e| attach_error(name, iface, e))?;
+        let link = FdLink::try_from(link).map_err(|e| adopt(&path, e))?;
+        self.insert_pinned(key, mode, link, path)?;
+        Ok(mode)
+    }
+
+    /// Attaches the TC program `name` to the ingress of `iface`: a tcx link, else a clsact
+    /// filter. A link pinned by an earlier run is updated to this program instead.
+    pub fn attach_tc(
+        &mut self,
+        name: &'static str,
+        iface: &Link,
+    ) -> Result<AttachMode, DataplaneError> {
+        let key = format!("{name}@{}", iface.name);
+        let path = self.link_pin(&key);
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
+
+        if let Some(pinned) = open_pinned(&path)? {
+            let link =
+                SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| adopt(&path, e))?;
+            let id = prog.attach_to_link(link).map_err(|e| adopt(&path, e))?;
+            let link = FdLink::try_from(prog.take_link(id).map_err(|e| adopt(&path, e))?)
+                .map_err(|e| adopt(&path, e))?;
+            tracing::info!(program = name, iface = iface.name, pin = %path.display(), "adopted pinned link");
+            self.hooks.insert(
+                key,
+                Hook {
+                    mode: AttachMode::Tcx,
+                    link: HookLink::Pinned { link, path },
+                },
+            );
+            return Ok(AttachMode::Tcx);
+        }
+
+        let tcx = prog.attach_with_options(
+            &iface.name,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        );
+        match tcx {
+            Ok(id) => {
+                let link = prog
+                    .take_link(id)
+                    .map_err(|e| attach_error(name, iface, e))?;
+                let link = FdLink::try_from(link).map_err(|e| adopt(&path, e))?;
+                self.insert_pinned(key, AttachMode::Tcx, link, path)?;
+                Ok(AttachMode::Tcx)
+            }
+            Err(tcx_error) => {
+                tracing::warn!(iface = iface.name, error = %tcx_error, "tcx attach failed, using a clsact filter");
+                match tc::qdisc_add_clsact(&iface.name) {
+                    Ok(()) | Err(TcError::AlreadyAttached) => {}
+                    Err(e) => return Err(attach_error(name, iface, ProgramError::from(e))),
+                }
+                let id = prog
+                    .attach_with_options(
+                        &iface.name,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::Netlink(NlOptions::default()),
+                    )
+                    .map_err(|e| attach_error(name, iface, e))?;
+                let link = prog
+                    .take_link(id)
+                    .map_err(|e| attach_error(name, iface, e))?;
+                self.hooks.insert(
+                    key,
+                    Hook {
+                        mode: AttachMode::Clsact,
+                        link: HookLink::Netlink(link),
+                    },
+                );
+                Ok(AttachMode::Clsact)
+            }
+        }
+    }
+
+    fn insert_pinned(
+        &mut self,
+        key: String,
+        mode: AttachMode,
+        link: FdLink,
+        path: PathBuf,
+    ) -> Result<(), DataplaneError> {
+        let pinned = link.pin(&path).map_err(|e| DataplaneError::Pin {
+            path: path.clone(),
+            source: Box::new(e),
+        })?;
+        tracing::info!(hook = key, %mode, pin = %path.display(), "attached");
+        self.hooks.insert(
+            key,
+            Hook {
+                mode,
+                link: HookLink::Pinned {
+                    link: pinned.into(),
+                    path,
+                },
+            },
+        );
+        Ok(())
+    }
+
+    /// Detaches every hook and removes every pin this dataplane owns, then the pin directory
+    /// itself when nothing else is left in it. Keeps going after an error and reports the
+    /// first one.
+    pub fn detach(self) -> Result<(), DataplaneError> {
+        let Self {
+            ebpf,
+            pin_dir,
+            hooks,
+        } = self;
+        let mut first_error = None;
+        let mut record = |e: DataplaneError| {
+            tracing::error!(error = %e, "detach");
+            first_error.get_or_insert(e);
+        };
+        for (key, hook) in hooks {
+            match hook.link {
+                HookLink::Pinned { link, path } => {
+                    if let Err(source) = remove_file_if_exists(&path) {
+                        record(DataplaneError::PinDir {
+                            action: "removing",
+                            path,
+                            source,
+                        });
+                    }
+                    // Dropping the last reference to the link detaches the program.
+                    drop(link);
+                }
+                HookLink::Netlink(link) => drop(link),
+            }
+            tracing::info!(hook = key, "detached");
+        }
+        for name in names::PINNED_MAPS {
+            let path = pin_dir.join(name);
+            if let Err(source) = remove_file_if_exists(&path) {
+                record(DataplaneError::PinDir {
+                    action: "removing",
+                    path,
+                    source,
+                });
+            }
+        }
+        drop(ebpf);
+        for dir in [pin_dir.join(LINKS_DIR), pin_dir.clone()] {
+            match fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
+                    tracing::warn!(dir = %dir.display(), "left in place: it holds pins hostgw did not create");
+                }
+                Err(source) => record(DataplaneError::PinDir {
+                    action: "removing",
+                    path: dir,
+                    source,
+                }),
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Leaves every hook attached and every pin in place, for a restarted agent to adopt.
+    pub fn keep(self) {
+        for (key, hook) in self.hooks {
+            match hook.link {
+                // The pin keeps the link alive; closing our descriptor changes nothing.
+                HookLink::Pinned { link, .. } => drop(link),
+                // A clsact filter is removed when its link is dropped: forget it instead.
+                HookLink::Netlink(link) => std::mem::forget(link),
+            }
+            tracing::info!(hook = key, "left attached");
+        }
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataplaneError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+{
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(DataplaneError::MissingProgram(name))
+}
+
+fn load_error(program: &'static str, e: ProgramError) -> DataplaneError {
+    DataplaneError::LoadProgram {
+        program,
+        source: Box::new(e),
+    }
+}
+
+fn attach_error(program: &'static str, iface: &Link, e: ProgramError) -> DataplaneError {
+    DataplaneError::Attach {
+        program,
+        iface: iface.name.clone(),
+        source: Box::new(e),
+    }
+}
+
+fn adopt(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> DataplaneError {
+    DataplaneError::Adopt {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
+}
+
+/// Opens the link pinned at `path`, if there is one.
+fn open_pinned(path: &Path) -> Result<Option<PinnedLink>, DataplaneError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    PinnedLink::from_pin(path)
+        .map(Some)
+        .map_err(|e: LinkError| adopt(path, e))
+}
+
+fn remove_file_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,84 @@
+//! Looking up interfaces over rtnetlink: the uplink, the bridge and the bridge's ports.
+//!
+//! Read-only: this module never changes an interface.
+
+use futures::TryStreamExt as _;
+use rtnetlink::{
+    Handle,
+    packet_route::link::{LinkAttribute, LinkMessage},
+};
+
+/// What the dataplane needs to know about an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// The hardware address; all zero for interfaces without one.
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    /// The ifindex of the bridge (or other controller) this interface is a port of.
+    pub controller: Option<u32>,
+}
+
+/// Why an interface lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IfaceError {
+    /// No interface has that name in this network namespace.
+    #[error("interface {0:?} does not exist in this network namespace")]
+    NotFound(String),
+    /// The netlink request failed.
+    #[error("netlink request for interfaces failed")]
+    Netlink(#[source] rtnetlink::Error),
+}
+
+impl From<&LinkMessage> for Link {
+    fn from(msg: &LinkMessage) -> Self {
+        let mut link = Link {
+            index: msg.header.index,
+            name: String::new(),
+            mac: [0; 6],
+            mtu: 0,
+            controller: None,
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(name) => link.name.clone_from(name),
+                LinkAttribute::Address(addr) if addr.len() == 6 => {
+                    link.mac.copy_from_slice(addr);
+                }
+                LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+                LinkAttribute::Controller(index) => link.controller = Some(*index),
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+/// The interface called `name`.
+pub async fn by_name(handle: &Handle, name: &str) -> Result<Link, IfaceError> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => Ok(Link::from(&msg)),
+        Ok(None) => Err(IfaceError::NotFound(name.to_owned())),
+        // The kernel answers ENODEV for an unknown name.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+            Err(IfaceError::NotFound(name.to_owned()))
+        }
+        Err(e) => Err(IfaceError::Netlink(e)),
+    }
+}
+
+/// Every interface whose controller is `bridge` (the bridge's ports), sorted by ifindex.
+pub async fn ports_of(handle: &Handle, bridge: u32) -> Result<Vec<Link>, IfaceError> {
+    let mut links = handle.link().get().execute();
+    let mut ports = Vec::new();
+    while let Some(msg) = links.try_next().await.map_err(IfaceError::Netlink)? {
+        let link = Link::from(&msg);
+        if link.controller == Some(bridge) {
+            ports.push(link);
+        }
+    }
+    ports.sort_by_key(|l| l.index);
+    Ok(ports)
+}

@@ -1,0 +1,88 @@
+//! Counter ids: one per hook and verdict reason, summed per CPU in the [`crate::names::STATS`]
+//! map at index [`index`]`(hook, reason)`.
+
+/// Where a program runs.
+pub mod hook {
+    /// TC ingress of a bridge port or of the bridge device: traffic leaving pods.
+    pub const EGRESS: u32 = 0;
+    /// TC ingress of the uplink: traffic from other nodes.
+    pub const INGRESS_TC: u32 = 1;
+    /// XDP on the uplink: traffic from other nodes.
+    pub const INGRESS_XDP: u32 = 2;
+    /// Number of hooks.
+    pub const COUNT: u32 = 3;
+    /// Names, indexed by hook id, as metrics and `stats` print them.
+    pub const NAMES: [&str; COUNT as usize] = ["egress", "ingress_tc", "ingress_xdp"];
+}
+
+/// Why a program did what it did with a packet.
+pub mod reason {
+    /// Forwarded to a remote node from the route trie (pod → remote pod).
+    pub const FAST_EGRESS: u32 = 0;
+    /// Delivered to a local pod from the endpoint table (remote → local pod).
+    pub const FAST_INGRESS: u32 = 1;
+    /// Forwarded back out to another node from the route trie (transit).
+    pub const FAST_TRANSIT: u32 = 2;
+    /// Forwarded on the kernel FIB's answer after a miss.
+    pub const FIB_FORWARD: u32 = 3;
+    /// Redirected with `bpf_redirect_neigh`: the next hop's neighbour was unresolved.
+    pub const NEIGH_REDIRECT: u32 = 4;
+    /// Passed: not an IPv4/IPv6 frame (ARP, VLAN, ...).
+    pub const PASS_NOT_IP: u32 = 5;
+    /// Passed: frame not addressed to the bridge/uplink MAC (switched, not routed).
+    pub const PASS_NOT_ROUTED: u32 = 6;
+    /// Passed: broadcast or multicast destination.
+    pub const PASS_MULTICAST: u32 = 7;
+    /// Passed: truncated or malformed headers.
+    pub const PASS_MALFORMED: u32 = 8;
+    /// Passed: IPv4 options or IPv6 extension headers.
+    pub const PASS_IP_OPTIONS: u32 = 9;
+    /// Passed: a fragment.
+    pub const PASS_FRAGMENT: u32 = 10;
+    /// Passed: TTL / hop limit ≤ 1, the stack sends time exceeded.
+    pub const PASS_TTL: u32 = 11;
+    /// Passed: larger than the egress MTU, the stack fragments or sends frag-needed.
+    pub const PASS_MTU: u32 = 12;
+    /// Passed: forwarding is disabled on the node.
+    pub const PASS_FWD_DISABLED: u32 = 13;
+    /// Passed: no route or endpoint, and the FIB fallback is off or did not forward.
+    pub const PASS_NO_ROUTE: u32 = 14;
+    /// Passed: addressed to the node itself.
+    pub const PASS_LOCAL: u32 = 15;
+    /// Passed: reverse-path check failed; the stack applies `rp_filter`.
+    pub const PASS_RPF: u32 = 16;
+    /// Passed: the redirect helper failed.
+    pub const PASS_REDIRECT_FAILED: u32 = 17;
+    /// Number of reasons.
+    pub const COUNT: u32 = 18;
+    /// Names, indexed by reason id, as metrics and `stats` print them.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "fast_egress",
+        "fast_ingress",
+        "fast_transit",
+        "fib_forward",
+        "neigh_redirect",
+        "pass_not_ip",
+        "pass_not_routed",
+        "pass_multicast",
+        "pass_malformed",
+        "pass_ip_options",
+        "pass_fragment",
+        "pass_ttl",
+        "pass_mtu",
+        "pass_fwd_disabled",
+        "pass_no_route",
+        "pass_local",
+        "pass_rpf",
+        "pass_redirect_failed",
+    ];
+}
+
+/// Number of entries in the stats map.
+pub const STATS_LEN: u32 = hook::COUNT * reason::COUNT;
+
+/// The stats map index of `(hook, reason)`.
+#[inline(always)]
+pub const fn index(hook: u32, reason: u32) -> u32 {
+    hook * reason::COUNT + reason
+}

@@ -1,0 +1,150 @@
+//! Types shared by the hostgw eBPF programs and the agent: map names, map keys and values,
+//! counter ids and the read-only configuration the loader hands to the programs.
+//!
+//! Everything here crosses the kernel/userspace boundary, so every type is `#[repr(C)]`,
+//! `Copy`, made of fixed-width fields with explicit padding, and has its size asserted beside
+//! it. IPv4 and IPv6 are siblings: each family has its own trie and endpoint table with the
+//! same shape, differing only in the address width. Addresses are stored in network byte order
+//! (as `[u8; N]`), which is also the order an LPM trie compares them in.
+#![no_std]
+
+pub mod counters;
+
+use core::mem::size_of;
+
+/// Names of the maps and programs in the eBPF object, as the loader, the pins and `bpftool`
+/// see them. Kernel object names are limited to 15 characters.
+pub mod names {
+    /// LPM trie: remote pod CIDR (IPv4) → [`crate::RouteV4`].
+    pub const ROUTES_V4: &str = "ROUTES_V4";
+    /// LPM trie: remote pod CIDR (IPv6) → [`crate::RouteV6`].
+    pub const ROUTES_V6: &str = "ROUTES_V6";
+    /// Hash: local pod IPv4 address → [`crate::Endpoint`].
+    pub const ENDPOINTS_V4: &str = "ENDPOINTS_V4";
+    /// Hash: local pod IPv6 address → [`crate::Endpoint`].
+    pub const ENDPOINTS_V6: &str = "ENDPOINTS_V6";
+    /// Per-CPU array of [`crate::Counter`], indexed by [`crate::counters::index`].
+    pub const STATS: &str = "STATS";
+    /// Read-only global holding [`crate::Config`].
+    pub const CONFIG: &str = "CONFIG";
+
+    /// Every map the agent pins, in a stable order.
+    pub const PINNED_MAPS: [&str; 5] = [ROUTES_V4, ROUTES_V6, ENDPOINTS_V4, ENDPOINTS_V6, STATS];
+
+    /// TC classifier on every bridge port's ingress (pod → remote pod) and on the bridge device
+    /// itself as the catch-all.
+    pub const PROG_EGRESS: &str = "hostgw_egress";
+    /// TC classifier on the uplink's ingress (remote node → local pod).
+    pub const PROG_INGRESS: &str = "hostgw_ingress";
+    /// XDP program on the uplink (remote node → local pod, before an skb exists).
+    pub const PROG_XDP: &str = "hostgw_xdp";
+}
+
+/// Capacity of the route tries: pod CIDRs of remote nodes.
+pub const MAX_ROUTES: u32 = 16_384;
+/// Capacity of the endpoint tables: pods on this node.
+pub const MAX_ENDPOINTS: u32 = 4_096;
+
+/// Set in [`RouteV4::flags`]/[`RouteV6::flags`] when `node_mac` holds the next hop's resolved
+/// MAC address; without it the programs ask the kernel (FIB lookup / neighbour redirect).
+pub const ROUTE_F_RESOLVED: u32 = 1 << 0;
+
+/// The value of a [`names::ROUTES_V4`] entry: how to reach a remote node's pod CIDR.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RouteV4 {
+    /// The remote node's address, the next hop (network byte order).
+    pub node_ip: [u8; 4],
+    /// Interface to send on (the uplink).
+    pub ifindex: u32,
+    /// MTU of that interface; larger packets go to the stack.
+    pub mtu: u32,
+    /// `ROUTE_F_*` bits.
+    pub flags: u32,
+    /// The remote node's MAC address: the new destination MAC.
+    pub node_mac: [u8; 6],
+    /// The uplink's MAC address: the new source MAC.
+    pub uplink_mac: [u8; 6],
+}
+const _: () = assert!(size_of::<RouteV4>() == 28);
+
+/// The value of a [`names::ROUTES_V6`] entry: [`RouteV4`]'s IPv6 sibling.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RouteV6 {
+    /// The remote node's address, the next hop (network byte order).
+    pub node_ip: [u8; 16],
+    /// Interface to send on (the uplink).
+    pub ifindex: u32,
+    /// MTU of that interface; larger packets go to the stack.
+    pub mtu: u32,
+    /// `ROUTE_F_*` bits.
+    pub flags: u32,
+    /// The remote node's MAC address: the new destination MAC.
+    pub node_mac: [u8; 6],
+    /// The uplink's MAC address: the new source MAC.
+    pub uplink_mac: [u8; 6],
+}
+const _: () = assert!(size_of::<RouteV6>() == 40);
+
+/// The value of an endpoint table entry: a pod on this node.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Endpoint {
+    /// The host end of the pod's veth (a bridge port).
+    pub ifindex: u32,
+    /// The pod's MAC address: the new destination MAC.
+    pub mac: [u8; 6],
+    /// Explicit padding, always zero.
+    pub pad: [u8; 2],
+}
+const _: () = assert!(size_of::<Endpoint>() == 12);
+
+/// A packet and byte counter; one per CPU per [`counters::index`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(size_of::<Counter>() == 16);
+
+/// Set in [`Config::flags`]: on a miss, ask the kernel FIB and forward on its answer.
+pub const CONFIG_F_FIB_FALLBACK: u32 = 1 << 0;
+
+/// Read-only configuration the loader writes into the [`names::CONFIG`] global before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Config {
+    /// `CONFIG_F_*` bits.
+    pub flags: u32,
+    /// The uplink's ifindex.
+    pub uplink_ifindex: u32,
+    /// The bridge's ifindex.
+    pub bridge_ifindex: u32,
+    /// Explicit padding, always zero.
+    pub pad: u32,
+    /// The bridge's MAC address: routed frames from pods are addressed to it, and it is the
+    /// source MAC of frames delivered to local pods.
+    pub bridge_mac: [u8; 6],
+    /// Explicit padding, always zero.
+    pub pad2: [u8; 2],
+}
+const _: () = assert!(size_of::<Config>() == 24);
+
+#[cfg(feature = "user")]
+mod user {
+    use super::{Config, Counter, Endpoint, RouteV4, RouteV6};
+
+    // SAFETY: each type is repr(C), Copy, made of integers and byte arrays with explicit
+    // padding fields, so every bit pattern is valid and there are no implicit padding bytes.
+    unsafe impl aya::Pod for RouteV4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for RouteV6 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Endpoint {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Counter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Config {}
+}

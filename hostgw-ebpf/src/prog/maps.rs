@@ -1,0 +1,57 @@
+//! The maps the programs share with the agent. Their names are [`hostgw_common::names`]; all are
+//! BTF-defined so `bpftool map dump` prints typed keys and values.
+
+use aya_ebpf::{
+    Global,
+    btf_maps::{HashMap, LpmTrie, PerCpuArray},
+    macros::btf_map,
+};
+use hostgw_common::{
+    Config, Counter, Endpoint, MAX_ENDPOINTS, MAX_ROUTES, RouteV4, RouteV6,
+    counters::{STATS_LEN, index},
+};
+
+/// Remote pod CIDR (IPv4) → next hop.
+#[btf_map]
+pub static ROUTES_V4: LpmTrie<[u8; 4], RouteV4, { MAX_ROUTES as usize }> = LpmTrie::new();
+
+/// Remote pod CIDR (IPv6) → next hop.
+#[btf_map]
+pub static ROUTES_V6: LpmTrie<[u8; 16], RouteV6, { MAX_ROUTES as usize }> = LpmTrie::new();
+
+/// Local pod IPv4 address → its veth and MAC.
+#[btf_map]
+pub static ENDPOINTS_V4: HashMap<[u8; 4], Endpoint, { MAX_ENDPOINTS as usize }> = HashMap::new();
+
+/// Local pod IPv6 address → its veth and MAC.
+#[btf_map]
+pub static ENDPOINTS_V6: HashMap<[u8; 16], Endpoint, { MAX_ENDPOINTS as usize }> = HashMap::new();
+
+/// Per-CPU packet and byte counters by hook and reason.
+#[btf_map]
+pub static STATS: PerCpuArray<Counter, { STATS_LEN as usize }> = PerCpuArray::new();
+
+/// Read-only configuration written by the loader.
+#[unsafe(no_mangle)]
+pub static CONFIG: Global<Config> = Global::new(Config {
+    flags: 0,
+    uplink_ifindex: 0,
+    bridge_ifindex: 0,
+    pad: 0,
+    bridge_mac: [0; 6],
+    pad2: [0; 2],
+});
+
+/// Adds one packet of `len` bytes to the `(hook, reason)` counter of this CPU.
+#[inline(always)]
+pub fn count(hook: u32, reason: u32, len: u32) {
+    if let Some(c) = STATS.get_ptr_mut(index(hook, reason)) {
+        // SAFETY: the pointer comes from a successful per-CPU lookup, so it is valid and only
+        // this CPU writes to it while the program runs (programs are not preempted by
+        // themselves on one CPU).
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += u64::from(len);
+        }
+    }
+}

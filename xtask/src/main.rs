@@ -1,0 +1,38 @@
+//! Developer commands for hostgw: `cargo xtask build-ebpf`, `cargo xtask test`.
+//!
+//! Every command first makes sure the machine can build the eBPF programs (see
+//! [`toolchain`]) and says what it installs, so a fresh machine with only rustup and apt gets
+//! from `git clone` to a tested dataplane without manual steps.
+
+mod ebpf;
+mod packages;
+mod test;
+mod toolchain;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "hostgw developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the eBPF object (installing rust-src and bpf-linker first if missing) and print
+    /// its path.
+    BuildEbpf(ebpf::Options),
+    /// Install what the tests need, build, and run every test: the unprivileged ones and those
+    /// that need root (program tests, network-namespace tests).
+    Test(test::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::BuildEbpf(opts) => ebpf::build(&opts).map(|_| ()),
+        Command::Test(opts) => test::run(&opts),
+    }
+}

@@ -1,0 +1,211 @@
+//! `cargo xtask test`: the one command that sets up and runs every test.
+//!
+//! 1. installs what is missing (the eBPF toolchain, the Debian packages the tests call);
+//! 2. checks formatting and lints (`cargo fmt --check`, `cargo clippy -D warnings`, also on the
+//!    eBPF crate for its own target);
+//! 3. runs the unprivileged tests of the workspace;
+//! 4. runs the tests that need root (the `hostgw-tests` crate: program tests, network
+//!    namespaces) as root, through `sudo -E` when this is not root;
+//! 5. ends with one line `N passed, N failed` and exits non-zero on any failure.
+
+use std::{
+    ffi::OsString,
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    packages, toolchain,
+    util::{self, describe, is_root, say, workspace_root},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Skip `cargo fmt --check` and `cargo clippy`.
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Run only the unprivileged tests.
+    #[arg(long)]
+    pub no_root: bool,
+    /// Arguments passed to every test binary (a name filter, `--nocapture`, ...).
+    #[arg(last = true)]
+    pub test_args: Vec<String>,
+}
+
+/// Test counts summed over every `test result:` line libtest printed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Tally {
+    /// Adds the counts of one libtest summary line such as
+    /// `test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`.
+    fn add_line(&mut self, line: &str) -> bool {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return false;
+        };
+        let count = |what: &str| -> u64 {
+            rest.split(';')
+                .filter_map(|part| part.trim().rsplit_once(' '))
+                .filter(|(_, name)| *name == what)
+                .filter_map(|(n, _)| n.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        };
+        self.passed += count("passed");
+        self.failed += count("failed");
+        self.ignored += count("ignored");
+        true
+    }
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    let path = toolchain::ensure()?;
+    packages::ensure(packages::TEST_PACKAGES)?;
+    let root = workspace_root();
+
+    if !opts.no_lint {
+        say("checking formatting");
+        util::run(
+            Command::new("cargo")
+                .args(["fmt", "--all", "--check"])
+                .current_dir(&root),
+        )?;
+        say("running clippy");
+        util::run(
+            Command::new("cargo")
+                .args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--exclude",
+                    "hostgw-ebpf",
+                ])
+                .args(["--", "-D", "warnings"])
+                .current_dir(&root)
+                .env("PATH", &path),
+        )?;
+        say("running clippy on the eBPF crate (bpfel-unknown-none)");
+        crate::ebpf::clippy(&path)?;
+    }
+
+    let mut tally = Tally::default();
+    let mut broken = Vec::new();
+
+    say("running the unprivileged tests");
+    let mut cmd = cargo_test(&root, &path, opts);
+    cmd.args([
+        "--workspace",
+        "--exclude",
+        "hostgw-ebpf",
+        "--exclude",
+        "hostgw-tests",
+    ]);
+    run_tests(&mut cmd, &mut tally, &mut broken)?;
+
+    if opts.no_root {
+        say("--no-root: the root tests were not run");
+    } else {
+        say("running the tests that need root (program tests, network namespaces)");
+        say("building hostgw-agent for the root tests");
+        util::run(
+            Command::new("cargo")
+                .args([
+                    "build",
+                    "--package",
+                    "hostgw-agent",
+                    "--bin",
+                    "hostgw-agent",
+                ])
+                .current_dir(&root)
+                .env("PATH", &path),
+        )?;
+        let mut cmd = cargo_test(&root, &path, opts);
+        cmd.args(["--package", "hostgw-tests"])
+            .env("HOSTGW_AGENT_BIN", root.join("target/debug/hostgw-agent"));
+        if !is_root() {
+            say("not root: running the test binaries through `sudo -E`");
+            cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
+        }
+        run_tests(&mut cmd, &mut tally, &mut broken)?;
+    }
+
+    if tally.ignored > 0 {
+        say(format!("{} tests are marked ignored", tally.ignored));
+    }
+    for b in &broken {
+        say(format!("failed: {b}"));
+    }
+    let failed = tally.failed + broken.len() as u64;
+    println!("{} passed, {failed} failed", tally.passed);
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn cargo_test(root: &std::path::Path, path: &OsString, opts: &Options) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.args(["test", "--no-fail-fast"])
+        .current_dir(root)
+        .env("PATH", path);
+    if !opts.test_args.is_empty() {
+        cmd.arg("--").args(&opts.test_args);
+    }
+    cmd
+}
+
+/// Runs one `cargo test`, echoing its output while counting libtest's summary lines. A cargo
+/// failure that no failed test explains (a build error, a crashed binary) is recorded in
+/// `broken`.
+fn run_tests(cmd: &mut Command, tally: &mut Tally, broken: &mut Vec<String>) -> anyhow::Result<()> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to start {}", describe(cmd)))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let before = *tally;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        tally.add_line(&line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() && tally.failed == before.failed {
+        broken.push(format!("{} exited with {status}", describe(cmd)));
+    }
+    if status.success() && tally.passed == before.passed {
+        broken.push(format!("{} ran no test", describe(cmd)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn tally_sums_libtest_summary_lines() {
+        let mut t = Tally::default();
+        assert!(t.add_line(
+            "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; \
+             finished in 0.00s"
+        ));
+        assert!(t.add_line(
+            "test result: FAILED. 2 passed; 4 failed; 0 ignored; 0 measured; 0 filtered out"
+        ));
+        assert!(!t.add_line("running 3 tests"));
+        assert_eq!(
+            t,
+            Tally {
+                passed: 5,
+                failed: 4,
+                ignored: 1
+            }
+        );
+    }
+}
