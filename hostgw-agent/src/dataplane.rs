@@ -44,6 +44,16 @@ pub enum DataplaneError {
     /// The object lacks a program the agent expects: the binary and object disagree.
     #[error("the eBPF object has no program {0}")]
     MissingProgram(&'static str),
+    /// The object lacks a map the agent expects: the binary and object disagree.
+    #[error("the eBPF object has no map {0}")]
+    MissingMap(&'static str),
+    /// Reading or writing a map failed.
+    #[error("updating map {map} failed")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
     /// The verifier rejected a program, or the kernel refused to load it.
     #[error("loading program {program} failed")]
     LoadProgram {
@@ -176,6 +186,19 @@ impl Dataplane {
     /// The loaded object, for map updates.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// Writes the node state the programs read (forwarding on or off).
+    pub fn set_state(&mut self, state: hostgw_common::State) -> Result<(), DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(names::STATE)
+            .ok_or(DataplaneError::MissingMap(names::STATE))?;
+        let mut array: aya::maps::Array<_, hostgw_common::State> =
+            aya::maps::Array::try_from(map).map_err(|e| map_error(names::STATE, e))?;
+        array
+            .set(0, state, 0)
+            .map_err(|e| map_error(names::STATE, e))
     }
 
     /// The attached hooks: `(pin name, mode)`.
@@ -406,6 +429,13 @@ where
     ebpf.program_mut(name)
         .and_then(|p| p.try_into().ok())
         .ok_or(DataplaneError::MissingProgram(name))
+}
+
+fn map_error(map: &'static str, e: aya::maps::MapError) -> DataplaneError {
+    DataplaneError::Map {
+        map,
+        source: Box::new(e),
+    }
 }
 
 fn load_error(program: &'static str, e: ProgramError) -> DataplaneError {

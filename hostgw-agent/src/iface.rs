@@ -5,7 +5,7 @@
 use futures::TryStreamExt as _;
 use rtnetlink::{
     Handle,
-    packet_route::link::{LinkAttribute, LinkMessage},
+    packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
 };
 
 /// What the dataplane needs to know about an interface.
@@ -18,6 +18,8 @@ pub struct Link {
     pub mtu: u32,
     /// The ifindex of the bridge (or other controller) this interface is a port of.
     pub controller: Option<u32>,
+    /// Whether this is one end of a veth pair.
+    pub is_veth: bool,
 }
 
 /// Why an interface lookup failed.
@@ -39,6 +41,7 @@ impl From<&LinkMessage> for Link {
             mac: [0; 6],
             mtu: 0,
             controller: None,
+            is_veth: false,
         };
         for attr in &msg.attributes {
             match attr {
@@ -48,6 +51,11 @@ impl From<&LinkMessage> for Link {
                 }
                 LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
                 LinkAttribute::Controller(index) => link.controller = Some(*index),
+                LinkAttribute::LinkInfo(infos) => {
+                    link.is_veth = infos
+                        .iter()
+                        .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
+                }
                 _ => {}
             }
         }

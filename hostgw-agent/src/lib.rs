@@ -20,11 +20,12 @@ pub mod config;
 pub mod dataplane;
 pub mod iface;
 pub mod netns;
+pub mod sysctl;
 
 use std::future::Future;
 
 pub use config::Config;
-use hostgw_common::{CONFIG_F_FIB_FALLBACK, names};
+use hostgw_common::{CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, names};
 
 use crate::{dataplane::Dataplane, iface::Link};
 
@@ -67,18 +68,24 @@ impl Interfaces {
     }
 
     /// The programs' read-only configuration for these interfaces.
+    ///
+    /// `XDP_TX` is allowed unless the uplink is a veth: a veth in native XDP mode drops frames
+    /// sent with `XDP_TX` when its peer has no NAPI, which is the peer namespace's choice.
     pub fn program_config(&self, config: &Config) -> hostgw_common::Config {
+        let mut flags = 0;
+        if config.fib_fallback {
+            flags |= CONFIG_F_FIB_FALLBACK;
+        }
+        if !self.uplink.is_veth {
+            flags |= CONFIG_F_XDP_TX;
+        }
         hostgw_common::Config {
-            flags: if config.fib_fallback {
-                CONFIG_F_FIB_FALLBACK
-            } else {
-                0
-            },
+            flags,
             uplink_ifindex: self.uplink.index,
             bridge_ifindex: self.bridge.index,
             pad: 0,
             bridge_mac: self.bridge.mac,
-            pad2: [0; 2],
+            uplink_mac: self.uplink.mac,
         }
     }
 }
@@ -118,7 +125,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let ifaces = Interfaces::discover(&handle, &config).await?;
     bpffs::ensure_pin_dir(&config.pin_dir)?;
-    let dp = attach_all(&config, &ifaces)?;
+    let mut dp = attach_all(&config, &ifaces)?;
+    let mut state = sysctl::NodeState::read(&ifaces);
+    dp.set_state(state.to_map())?;
+    tracing::info!(forwarding_v4 = state.forwarding_v4, "node state written");
     tracing::info!(
         uplink = ifaces.uplink.name,
         bridge = ifaces.bridge.name,
@@ -127,7 +137,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "dataplane attached"
     );
 
-    shutdown.await;
+    // Until netlink tells us of changes, the node state is polled.
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = tick.tick() => {
+                let now = sysctl::NodeState::read(&ifaces);
+                if now != state {
+                    tracing::info!(forwarding_v4 = now.forwarding_v4, "node state changed");
+                    dp.set_state(now.to_map())?;
+                    state = now;
+                }
+            }
+        }
+    }
     if config.keep_dataplane {
         tracing::info!("shutting down, leaving the dataplane attached (--keep-dataplane)");
         dp.keep();
@@ -145,5 +170,55 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn link(index: u32, name: &str, is_veth: bool) -> Link {
+        Link {
+            index,
+            name: name.to_owned(),
+            mac: [2, 0, 0, 0, 0, index as u8],
+            mtu: 1500,
+            controller: None,
+            is_veth,
+        }
+    }
+
+    fn config(fib_fallback: bool) -> Config {
+        Config {
+            uplink: "eth0".to_owned(),
+            bridge: "cni0".to_owned(),
+            pin_dir: PathBuf::from("/sys/fs/bpf/hostgw"),
+            netns: None,
+            keep_dataplane: false,
+            fib_fallback,
+        }
+    }
+
+    #[test]
+    fn program_config_follows_flags_and_interfaces() {
+        let ifaces = Interfaces {
+            uplink: link(2, "eth0", false),
+            bridge: link(5, "cni0", false),
+            ports: vec![],
+        };
+        let c = ifaces.program_config(&config(true));
+        assert_eq!(c.flags, CONFIG_F_FIB_FALLBACK | CONFIG_F_XDP_TX);
+        assert_eq!((c.uplink_ifindex, c.bridge_ifindex), (2, 5));
+        assert_eq!(c.uplink_mac, [2, 0, 0, 0, 0, 2]);
+        assert_eq!(c.bridge_mac, [2, 0, 0, 0, 0, 5]);
+
+        // --no-fib-fallback clears the FIB bit; a veth uplink may not XDP_TX.
+        let veth = Interfaces {
+            uplink: link(2, "eth0", true),
+            ..ifaces
+        };
+        assert_eq!(veth.program_config(&config(false)).flags, 0);
     }
 }

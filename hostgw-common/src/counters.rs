@@ -27,7 +27,7 @@ pub mod reason {
     pub const FIB_FORWARD: u32 = 3;
     /// Redirected with `bpf_redirect_neigh`: the next hop's neighbour was unresolved.
     pub const NEIGH_REDIRECT: u32 = 4;
-    /// Passed: not an IPv4/IPv6 frame (ARP, VLAN, ...).
+    /// Passed: not an IPv4 frame (ARP, VLAN-tagged, and IPv6 until its path exists).
     pub const PASS_NOT_IP: u32 = 5;
     /// Passed: frame not addressed to the bridge/uplink MAC (switched, not routed).
     pub const PASS_NOT_ROUTED: u32 = 6;
@@ -45,14 +45,17 @@ pub mod reason {
     pub const PASS_MTU: u32 = 12;
     /// Passed: forwarding is disabled on the node.
     pub const PASS_FWD_DISABLED: u32 = 13;
-    /// Passed: no route or endpoint, and the FIB fallback is off or did not forward.
+    /// Passed: no route or endpoint and the FIB fallback is off, or the FIB has an
+    /// unreachable, blackhole or prohibit route.
     pub const PASS_NO_ROUTE: u32 = 14;
-    /// Passed: addressed to the node itself.
-    pub const PASS_LOCAL: u32 = 15;
+    /// Passed: the kernel FIB would not forward it (an address of the node, a broadcast
+    /// address, or no route at all).
+    pub const PASS_NOT_FWDED: u32 = 15;
     /// Passed: reverse-path check failed; the stack applies `rp_filter`.
     pub const PASS_RPF: u32 = 16;
-    /// Passed: the redirect helper failed.
-    pub const PASS_REDIRECT_FAILED: u32 = 17;
+    /// Passed by XDP to the TC hook on the same interface, which decides (local delivery with
+    /// `bpf_redirect_peer` and FIB lookups need an skb).
+    pub const HANDOFF_TC: u32 = 17;
     /// Number of reasons.
     pub const COUNT: u32 = 18;
     /// Names, indexed by reason id, as metrics and `stats` print them.
@@ -72,9 +75,9 @@ pub mod reason {
         "pass_mtu",
         "pass_fwd_disabled",
         "pass_no_route",
-        "pass_local",
+        "pass_not_fwded",
         "pass_rpf",
-        "pass_redirect_failed",
+        "handoff_tc",
     ];
 }
 

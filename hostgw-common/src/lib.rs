@@ -25,11 +25,20 @@ pub mod names {
     pub const ENDPOINTS_V6: &str = "ENDPOINTS_V6";
     /// Per-CPU array of [`crate::Counter`], indexed by [`crate::counters::index`].
     pub const STATS: &str = "STATS";
+    /// Array of one [`crate::State`]: node state the agent keeps current (forwarding on/off).
+    pub const STATE: &str = "STATE";
     /// Read-only global holding [`crate::Config`].
     pub const CONFIG: &str = "CONFIG";
 
     /// Every map the agent pins, in a stable order.
-    pub const PINNED_MAPS: [&str; 5] = [ROUTES_V4, ROUTES_V6, ENDPOINTS_V4, ENDPOINTS_V6, STATS];
+    pub const PINNED_MAPS: [&str; 6] = [
+        ROUTES_V4,
+        ROUTES_V6,
+        ENDPOINTS_V4,
+        ENDPOINTS_V6,
+        STATS,
+        STATE,
+    ];
 
     /// TC classifier on every bridge port's ingress (pod → remote pod) and on the bridge device
     /// itself as the catch-all.
@@ -111,6 +120,9 @@ const _: () = assert!(size_of::<Counter>() == 16);
 
 /// Set in [`Config::flags`]: on a miss, ask the kernel FIB and forward on its answer.
 pub const CONFIG_F_FIB_FALLBACK: u32 = 1 << 0;
+/// Set in [`Config::flags`]: the uplink can send frames with `XDP_TX` (the XDP program then
+/// forwards transit traffic itself; otherwise it leaves it to the TC hook).
+pub const CONFIG_F_XDP_TX: u32 = 1 << 1;
 
 /// Read-only configuration the loader writes into the [`names::CONFIG`] global before load.
 #[repr(C)]
@@ -127,14 +139,30 @@ pub struct Config {
     /// The bridge's MAC address: routed frames from pods are addressed to it, and it is the
     /// source MAC of frames delivered to local pods.
     pub bridge_mac: [u8; 6],
-    /// Explicit padding, always zero.
-    pub pad2: [u8; 2],
+    /// The uplink's MAC address: routed frames from other nodes are addressed to it.
+    pub uplink_mac: [u8; 6],
 }
-const _: () = assert!(size_of::<Config>() == 24);
+const _: () = assert!(size_of::<Config>() == 28);
+
+/// Set in [`State::flags`] while IPv4 forwarding is enabled on the node (the bridge's and the
+/// uplink's `net.ipv4.conf.<dev>.forwarding`). Clear, the programs forward nothing.
+pub const STATE_F_FORWARD_V4: u32 = 1 << 0;
+/// Set in [`State::flags`] while IPv6 forwarding is enabled on the node.
+pub const STATE_F_FORWARD_V6: u32 = 1 << 1;
+
+/// The only entry of the [`names::STATE`] map: what the agent knows about the node that can
+/// change at run time. All zero (the state before the agent writes it) forwards nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct State {
+    /// `STATE_F_*` bits.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<State>() == 4);
 
 #[cfg(feature = "user")]
 mod user {
-    use super::{Config, Counter, Endpoint, RouteV4, RouteV6};
+    use super::{Config, Counter, Endpoint, RouteV4, RouteV6, State};
 
     // SAFETY: each type is repr(C), Copy, made of integers and byte arrays with explicit
     // padding fields, so every bit pattern is valid and there are no implicit padding bytes.
@@ -147,4 +175,6 @@ mod user {
     unsafe impl aya::Pod for Counter {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for State {}
 }

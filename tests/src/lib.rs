@@ -5,6 +5,8 @@
 //! directories below `/sys/fs/bpf/hostgw-test-<pid>-<name>`; nothing is added to the root
 //! namespace.
 
+pub mod frame;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},

@@ -97,14 +97,19 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let mut broken = Vec::new();
 
     say("running the unprivileged tests");
-    let mut cmd = cargo_test(&root, &path, opts);
-    cmd.args([
-        "--workspace",
-        "--exclude",
-        "hostgw-ebpf",
-        "--exclude",
-        "hostgw-tests",
-    ]);
+    let mut cmd = cargo_test(
+        &root,
+        &path,
+        &[
+            "--workspace",
+            "--exclude",
+            "hostgw-ebpf",
+            "--exclude",
+            "hostgw-tests",
+        ],
+        &[],
+        opts,
+    );
     run_tests(&mut cmd, &mut tally, &mut broken)?;
 
     if opts.no_root {
@@ -124,9 +129,15 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 .current_dir(&root)
                 .env("PATH", &path),
         )?;
-        let mut cmd = cargo_test(&root, &path, opts);
-        cmd.args(["--package", "hostgw-tests"])
-            .env("HOSTGW_AGENT_BIN", root.join("target/debug/hostgw-agent"));
+        // Their output (verifier instruction counts, the decision table) is part of the record.
+        let mut cmd = cargo_test(
+            &root,
+            &path,
+            &["--package", "hostgw-tests"],
+            &["--nocapture"],
+            opts,
+        );
+        cmd.env("HOSTGW_AGENT_BIN", root.join("target/debug/hostgw-agent"));
         if !is_root() {
             say("not root: running the test binaries through `sudo -E`");
             cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
@@ -148,13 +159,25 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cargo_test(root: &std::path::Path, path: &OsString, opts: &Options) -> Command {
+/// `cargo test --no-fail-fast CARGO_ARGS -- TEST_ARGS`, where the test binaries get the
+/// user's arguments, or `default_test_args` when there are none.
+fn cargo_test(
+    root: &std::path::Path,
+    path: &OsString,
+    cargo_args: &[&str],
+    default_test_args: &[&str],
+    opts: &Options,
+) -> Command {
     let mut cmd = Command::new("cargo");
     cmd.args(["test", "--no-fail-fast"])
+        .args(cargo_args)
         .current_dir(root)
-        .env("PATH", path);
-    if !opts.test_args.is_empty() {
-        cmd.arg("--").args(&opts.test_args);
+        .env("PATH", path)
+        .arg("--");
+    if opts.test_args.is_empty() {
+        cmd.args(default_test_args);
+    } else {
+        cmd.args(&opts.test_args);
     }
     cmd
 }

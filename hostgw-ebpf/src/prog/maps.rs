@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     Global,
-    btf_maps::{HashMap, LpmTrie, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     macros::btf_map,
 };
 use hostgw_common::{
-    Config, Counter, Endpoint, MAX_ENDPOINTS, MAX_ROUTES, RouteV4, RouteV6,
+    Config, Counter, Endpoint, MAX_ENDPOINTS, MAX_ROUTES, RouteV4, RouteV6, State,
     counters::{STATS_LEN, index},
 };
 
@@ -31,6 +31,10 @@ pub static ENDPOINTS_V6: HashMap<[u8; 16], Endpoint, { MAX_ENDPOINTS as usize }>
 #[btf_map]
 pub static STATS: PerCpuArray<Counter, { STATS_LEN as usize }> = PerCpuArray::new();
 
+/// Node state the agent keeps current.
+#[btf_map]
+pub static STATE: Array<State, 1> = Array::new();
+
 /// Read-only configuration written by the loader.
 #[unsafe(no_mangle)]
 pub static CONFIG: Global<Config> = Global::new(Config {
@@ -39,19 +43,38 @@ pub static CONFIG: Global<Config> = Global::new(Config {
     bridge_ifindex: 0,
     pad: 0,
     bridge_mac: [0; 6],
-    pad2: [0; 2],
+    uplink_mac: [0; 6],
 });
 
 /// Adds one packet of `len` bytes to the `(hook, reason)` counter of this CPU.
 #[inline(always)]
 pub fn count(hook: u32, reason: u32, len: u32) {
     if let Some(c) = STATS.get_ptr_mut(index(hook, reason)) {
-        // SAFETY: the pointer comes from a successful per-CPU lookup, so it is valid and only
-        // this CPU writes to it while the program runs (programs are not preempted by
-        // themselves on one CPU).
+        // SAFETY: the pointer comes from a successful per-CPU lookup, so it is valid, and only
+        // this CPU writes to it while the program runs.
         unsafe {
             (*c).packets += 1;
             (*c).bytes += u64::from(len);
         }
     }
+}
+
+/// The node state's flags; zero (forward nothing) when the entry cannot be read.
+#[inline(always)]
+pub fn state_flags() -> u32 {
+    STATE.get(0).map_or(0, |s| s.flags)
+}
+
+/// The longest remote pod CIDR containing `addr`.
+#[inline(always)]
+pub fn route_v4(addr: [u8; 4]) -> Option<RouteV4> {
+    ROUTES_V4.get(&Key::new(32, addr)).copied()
+}
+
+/// The local pod with address `addr`.
+#[inline(always)]
+pub fn endpoint_v4(addr: [u8; 4]) -> Option<Endpoint> {
+    // SAFETY: the value is copied out at once; the agent replaces entries whole, so a copy is
+    // a consistent snapshot of one entry.
+    ENDPOINTS_V4.get_ptr(addr).map(|p| unsafe { *p })
 }

@@ -1,63 +1,144 @@
-//! Program entry points, maps and the read-only configuration.
+//! Program entry points: each reads its context into a [`parse::Hook`], asks [`v4`] what to
+//! do, and [`apply`]s the answer.
+//!
+//! Which hook does what, and why:
+//!
+//! - `hostgw_egress`, TC ingress of every bridge port (the host end of each pod's veth) and of
+//!   the bridge device as a catch-all: pod → remote pod, rewritten and redirected to the
+//!   uplink. On the port the bridge is never traversed; measured on this kind of machine that
+//!   is 2.78× the kernel path per core, against 1.37× for the same program on the bridge.
+//! - `hostgw_ingress`, TC ingress of the uplink: remote node → local pod, delivered with
+//!   `bpf_redirect_peer` straight into the pod's namespace (2.69× the kernel path). It also
+//!   forwards transit traffic and does the FIB fallback, which needs an skb.
+//! - `hostgw_xdp`, XDP on the uplink: only transit traffic (another node's pod CIDR arriving
+//!   on the uplink) is sent back out with `XDP_TX`, and only when the agent says the uplink
+//!   can transmit XDP frames. Local delivery stays in TC: an XDP redirect into a pod's veth
+//!   measured slower (2.34×) and needs NAPI on the pod's side of the veth, which is the pod's
+//!   namespace and not ours to configure; without it the kernel drops the frame.
+//!
+//! Every error path and every unproven case ends in "hand to the stack unchanged".
 #![expect(
     clippy::needless_pass_by_value,
     reason = "the program macros hand the context over by value"
 )]
 
+mod hooks;
 mod maps;
 mod parse;
+mod v4;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, xdp_action::XDP_PASS},
+    bindings::{TC_ACT_OK, bpf_redir_neigh, xdp_action},
+    helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use hostgw_common::counters::{hook, reason};
 
-use self::parse::{Frame, L3};
+use self::{
+    hooks::{Tc, Xdp},
+    maps::{CONFIG, count},
+    parse::{Hook as _, rewrite_v4},
+    v4::Action,
+};
+
+/// `AF_INET`, as `bpf_redir_neigh` wants it.
+const AF_INET: u32 = 2;
 
 /// TC, ingress of every bridge port and of the bridge device: pod → remote pod.
 #[classifier]
 pub fn hostgw_egress(ctx: TcContext) -> i32 {
-    let verdict = egress(&ctx);
-    maps::count(hook::EGRESS, verdict, ctx.len());
-    TC_ACT_OK
+    let cfg = CONFIG.load();
+    let tc = Tc(&ctx);
+    let action = v4::egress(&ctx, &tc, &cfg);
+    apply(&tc, hook::EGRESS, action)
 }
 
-/// TC, ingress of the uplink: remote node → local pod.
+/// TC, ingress of the uplink: remote node → local pod, transit, FIB fallback.
 #[classifier]
 pub fn hostgw_ingress(ctx: TcContext) -> i32 {
-    let verdict = ingress(&Frame::tc(&ctx));
-    maps::count(hook::INGRESS_TC, verdict, ctx.len());
-    TC_ACT_OK
+    let cfg = CONFIG.load();
+    let tc = Tc(&ctx);
+    let action = v4::ingress(&ctx, &tc, &cfg);
+    apply(&tc, hook::INGRESS_TC, action)
 }
 
-/// XDP on the uplink: remote node → local pod, before the kernel allocates an skb.
+/// XDP on the uplink: transit with `XDP_TX`; everything else to the TC hook.
 #[xdp]
 pub fn hostgw_xdp(ctx: XdpContext) -> u32 {
-    let frame = Frame::xdp(&ctx);
-    let len = frame.len();
-    let verdict = ingress(&frame);
-    maps::count(hook::INGRESS_XDP, verdict, len);
-    XDP_PASS
+    let cfg = CONFIG.load();
+    let x = Xdp(&ctx);
+    let len = x.len();
+    match v4::ingress_xdp(&x, &cfg) {
+        Action::Redirect {
+            reason,
+            ifindex,
+            dmac,
+            smac,
+        } if ifindex == x.ingress_ifindex() => {
+            if !rewrite_v4(&x, Some((&dmac, &smac))) {
+                count(hook::INGRESS_XDP, reason::PASS_MALFORMED, len);
+                return xdp_action::XDP_PASS;
+            }
+            count(hook::INGRESS_XDP, reason, len);
+            xdp_action::XDP_TX
+        }
+        Action::Pass(why) => {
+            count(hook::INGRESS_XDP, why, len);
+            xdp_action::XDP_PASS
+        }
+        _ => {
+            count(hook::INGRESS_XDP, reason::HANDOFF_TC, len);
+            xdp_action::XDP_PASS
+        }
+    }
 }
 
-/// Classifies a frame leaving a pod. No forwarding decision is taken yet: every frame goes
-/// to the stack, counted under the reason it was passed for.
-fn egress(ctx: &TcContext) -> u32 {
-    classify(&Frame::tc(ctx))
-}
-
-/// Classifies a frame arriving from another node; as [`egress`], every frame goes to the stack.
-fn ingress(frame: &Frame) -> u32 {
-    classify(frame)
-}
-
-fn classify(frame: &Frame) -> u32 {
-    match frame.l3() {
-        Ok(L3::V4 | L3::V6) => reason::PASS_NO_ROUTE,
-        Ok(L3::Other) => reason::PASS_NOT_IP,
-        Err(()) => reason::PASS_MALFORMED,
+/// Carries out a TC program's decision: count it, rewrite, redirect.
+#[inline(always)]
+fn apply(tc: &Tc, hook: u32, action: Action) -> i32 {
+    let len = tc.len();
+    let (why, rewritten) = match &action {
+        Action::Pass(why) => {
+            count(hook, *why, len);
+            return TC_ACT_OK;
+        }
+        Action::Redirect {
+            reason, dmac, smac, ..
+        } => (*reason, rewrite_v4(tc, Some((dmac, smac)))),
+        Action::Peer { dmac, smac, .. } => {
+            (reason::FAST_INGRESS, rewrite_v4(tc, Some((dmac, smac))))
+        }
+        Action::Neigh { .. } => (reason::NEIGH_REDIRECT, rewrite_v4(tc, None)),
+    };
+    if !rewritten {
+        count(hook, reason::PASS_MALFORMED, len);
+        return TC_ACT_OK;
+    }
+    count(hook, why, len);
+    // Each helper returns TC_ACT_REDIRECT; the kernel sends the packet once the program
+    // returns.
+    match action {
+        // SAFETY: the helper takes plain integers.
+        Action::Redirect { ifindex, .. } => unsafe { bpf_redirect(ifindex, 0) as i32 },
+        // SAFETY: the helper takes plain integers.
+        Action::Peer { ifindex, .. } => unsafe { bpf_redirect_peer(ifindex, 0) as i32 },
+        Action::Neigh { ifindex, nh } => {
+            // SAFETY: bpf_redir_neigh is plain data; all-zero is a valid value.
+            let mut params: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+            params.nh_family = AF_INET;
+            params.__bindgen_anon_1.ipv4_nh = u32::from_ne_bytes(nh);
+            // SAFETY: `params` is a valid, initialised local of the size passed.
+            unsafe {
+                bpf_redirect_neigh(
+                    ifindex,
+                    &raw mut params,
+                    size_of::<bpf_redir_neigh>() as i32,
+                    0,
+                ) as i32
+            }
+        }
+        Action::Pass(_) => TC_ACT_OK,
     }
 }
 

@@ -1,71 +1,193 @@
-//! Bounds-checked access to a frame's headers, for both TC and XDP contexts.
+//! Bounds-checked access to a frame's headers, shared by the TC and XDP programs.
+//!
+//! [`Hook`] is what a program's context offers (packet bounds, lengths, helpers that differ
+//! between skb and XDP); [`ipv4`] reads and checks the headers the forwarding decision needs.
 
-use aya_ebpf::programs::{TcContext, XdpContext};
-use network_types::{
-    eth::{EthHdr, EtherType},
-    ip::Ipv4Hdr,
-};
+use core::mem::size_of;
 
-/// A frame's linear data: `[start, end)` as the verifier knows them.
-pub struct Frame {
-    start: usize,
-    end: usize,
+/// Ethernet header length.
+pub const ETH_LEN: usize = 14;
+/// IPv4 header length without options.
+pub const IPV4_LEN: usize = 20;
+/// `EtherType` of IPv4 in network byte order, as read from the frame on a little-endian target.
+pub const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+
+/// What differs between a TC (skb) and an XDP context.
+pub trait Hook {
+    /// Start of the linear packet data.
+    fn data(&self) -> usize;
+    /// End of the linear packet data.
+    fn data_end(&self) -> usize;
+    /// Length of the packet on the wire as the kernel accounts it (skb->len, which for GSO
+    /// packets is the length of the whole super-packet).
+    fn len(&self) -> u32;
+    /// The interface the packet arrived on.
+    fn ingress_ifindex(&self) -> u32;
+    /// Whether the VLAN tag was taken out of the frame into metadata.
+    fn vlan_present(&self) -> bool;
+    /// The payload size of each segment of a GSO super-packet, or 0 when the packet is not
+    /// one (a GSO packet's length is not its segments' wire size).
+    fn gso_size(&self) -> u32;
+    /// Whether an IPv4 packet of `l3_len` bytes fits the MTU of `ifindex`, as the kernel would
+    /// find on transmit.
+    fn fits_mtu(&self, ifindex: u32, l3_len: u32) -> bool;
+
+    /// A pointer to a `T` at `offset`, when all of it lies inside the linear data.
+    #[inline(always)]
+    fn ptr_at<T>(&self, offset: usize) -> Option<*mut T> {
+        let start = self.data();
+        if start + offset + size_of::<T>() > self.data_end() {
+            return None;
+        }
+        Some((start + offset) as *mut T)
+    }
 }
 
-/// What the frame carries at layer 3.
-pub enum L3 {
-    /// IPv4 with a complete fixed header.
-    V4,
-    V6,
-    Other,
+/// The fields of an Ethernet + IPv4 header that the forwarding decision reads.
+#[derive(Clone, Copy)]
+pub struct Ipv4 {
+    pub tos: u8,
+    pub ttl: u8,
+    pub proto: u8,
+    /// Total length from the header.
+    pub tot_len: u16,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
 }
 
-impl Frame {
-    #[inline(always)]
-    pub fn tc(ctx: &TcContext) -> Self {
-        Self {
-            start: ctx.data(),
-            end: ctx.data_end(),
+/// Why a frame is not a plain IPv4 unicast packet the fast path may forward. Each maps to one
+/// `PASS_*` reason.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Unfit {
+    Malformed,
+    NotIp,
+    Multicast,
+    NotRouted,
+    Options,
+    Fragment,
+}
+
+/// The IPv4 length of the packets that will leave: the packet's own, or for a GSO packet that
+/// of each segment (IP header + L4 header + `gso_size`). `None` for a GSO packet whose L4
+/// header this does not read (neither TCP nor UDP).
+#[inline(always)]
+pub fn segment_len<H: Hook>(h: &H, ip: &Ipv4) -> Option<u32> {
+    let gso = h.gso_size();
+    if gso == 0 {
+        return Some(u32::from(ip.tot_len));
+    }
+    let l4 = match ip.proto {
+        // TCP: the data offset, in 32-bit words, is the high nibble of byte 12.
+        6 => {
+            let off: *const u8 = h.ptr_at(ETH_LEN + IPV4_LEN + 12)?;
+            // SAFETY: `ptr_at` checked the byte lies inside the packet.
+            u32::from(unsafe { *off } >> 4) * 4
         }
+        17 => 8,
+        _ => return None,
+    };
+    Some(IPV4_LEN as u32 + l4 + gso)
+}
+
+/// Reads and checks the Ethernet and IPv4 headers of a frame that must be addressed to
+/// `router_mac`. Nothing is written.
+#[inline(always)]
+pub fn ipv4<H: Hook>(h: &H, router_mac: &[u8; 6]) -> Result<Ipv4, Unfit> {
+    let eth: *const [u8; ETH_LEN] = h.ptr_at(0).ok_or(Unfit::Malformed)?;
+    // SAFETY: `ptr_at` checked that the whole header lies inside the packet.
+    let eth = unsafe { *eth };
+    if h.vlan_present() {
+        return Err(Unfit::NotIp);
+    }
+    if eth[0] & 1 != 0 {
+        return Err(Unfit::Multicast);
+    }
+    if eth[0..6] != router_mac[..] {
+        return Err(Unfit::NotRouted);
+    }
+    if eth[12..14] != ETH_P_IP {
+        return Err(Unfit::NotIp);
     }
 
-    #[inline(always)]
-    pub fn xdp(ctx: &XdpContext) -> Self {
-        Self {
-            start: ctx.data(),
-            end: ctx.data_end(),
-        }
+    let ip: *const [u8; IPV4_LEN] = h.ptr_at(ETH_LEN).ok_or(Unfit::Malformed)?;
+    // SAFETY: as above.
+    let ip = unsafe { *ip };
+    let version = ip[0] >> 4;
+    let ihl = ip[0] & 0x0f;
+    if version != 4 || ihl < 5 {
+        return Err(Unfit::Malformed);
     }
+    if ihl > 5 {
+        return Err(Unfit::Options);
+    }
+    let tot_len = u16::from_be_bytes([ip[2], ip[3]]);
+    if usize::from(tot_len) < IPV4_LEN || ETH_LEN as u32 + u32::from(tot_len) > h.len() {
+        return Err(Unfit::Malformed);
+    }
+    if checksum_fold(&ip) != 0xffff {
+        return Err(Unfit::Malformed);
+    }
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    // More-fragments flag or a fragment offset.
+    if frag & 0x3fff != 0 {
+        return Err(Unfit::Fragment);
+    }
+    // Multicast, reserved and the limited broadcast address: 224.0.0.0 and up.
+    if ip[16] >= 224 {
+        return Err(Unfit::Multicast);
+    }
+    Ok(Ipv4 {
+        tos: ip[1],
+        ttl: ip[8],
+        proto: ip[9],
+        tot_len,
+        src: [ip[12], ip[13], ip[14], ip[15]],
+        dst: [ip[16], ip[17], ip[18], ip[19]],
+    })
+}
 
-    /// Bytes of linear data.
-    #[inline(always)]
-    pub fn len(&self) -> u32 {
-        (self.end - self.start) as u32
+/// The ones' complement sum of an IPv4 header, folded to 16 bits; `0xffff` when the checksum
+/// is right.
+#[inline(always)]
+fn checksum_fold(ip: &[u8; IPV4_LEN]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < IPV4_LEN {
+        sum += u32::from(u16::from_be_bytes([ip[i], ip[i + 1]]));
+        i += 2;
     }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
 
-    /// A pointer to a `T` at `offset`, when all of it lies inside the frame.
-    #[inline(always)]
-    pub fn ptr_at<T>(&self, offset: usize) -> Result<*const T, ()> {
-        let len = size_of::<T>();
-        if self.start + offset + len > self.end {
-            return Err(());
-        }
-        Ok((self.start + offset) as *const T)
+/// Rewrites a checked IPv4 frame for the next hop: new MAC addresses (unless `macs` is `None`,
+/// when the kernel fills them in), TTL − 1 and the header checksum updated incrementally as
+/// the kernel's `ip_decrease_ttl` does. Returns `false`, having written nothing, if the headers
+/// are no longer inside the packet.
+#[inline(always)]
+pub fn rewrite_v4<H: Hook>(h: &H, macs: Option<(&[u8; 6], &[u8; 6])>) -> bool {
+    let Some(eth) = h.ptr_at::<[u8; ETH_LEN]>(0) else {
+        return false;
+    };
+    let Some(ip) = h.ptr_at::<[u8; IPV4_LEN]>(ETH_LEN) else {
+        return false;
+    };
+    // SAFETY: both pointers were bounds-checked against the packet just above, they do not
+    // overlap, and the hook allows writing packet data.
+    let (eth, ip) = unsafe { (&mut *eth, &mut *ip) };
+    if let Some((dst, src)) = macs {
+        eth[0..6].copy_from_slice(dst);
+        eth[6..12].copy_from_slice(src);
     }
-
-    /// Reads the Ethernet header and, for IPv4, the destination address.
-    #[inline(always)]
-    pub fn l3(&self) -> Result<L3, ()> {
-        let eth: *const EthHdr = self.ptr_at(0)?;
-        // SAFETY: `ptr_at` checked that the whole header lies inside the frame.
-        let ether_type = unsafe { (*eth).ether_type };
-        if ether_type == EtherType::Ipv4 as u16 {
-            let _ip: *const Ipv4Hdr = self.ptr_at(EthHdr::LEN)?;
-            Ok(L3::V4)
-        } else if ether_type == EtherType::Ipv6 as u16 {
-            Ok(L3::V6)
-        } else {
-            Ok(L3::Other)
-        }
+    {
+        // TTL is the high byte of the 16-bit word it shares with the protocol: adding
+        // htons(0x0100) to the stored checksum, with the end-around carry, makes up for
+        // subtracting 1 from the TTL. Same arithmetic, same bytes as the kernel's.
+        let check = u32::from(u16::from_ne_bytes([ip[10], ip[11]])) + u32::from(0x0100_u16.to_be());
+        let check = (check + u32::from(check >= 0xffff)) as u16;
+        ip[10..12].copy_from_slice(&check.to_ne_bytes());
+        ip[8] -= 1;
     }
+    true
 }

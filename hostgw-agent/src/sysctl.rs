@@ -1,0 +1,46 @@
+//! Node state the programs must follow and the agent reads from the kernel: whether the node
+//! forwards IPv4 on the interfaces the fast path uses.
+//!
+//! The kernel forwards a packet only if forwarding is on for the interface it arrived on
+//! (`net.ipv4.conf.<dev>.forwarding`; `net.ipv4.ip_forward` sets it for every interface). The
+//! fast path forwards only while it is on for both the bridge and the uplink. Read-only here.
+
+use hostgw_common::{STATE_F_FORWARD_V4, State};
+
+use crate::Interfaces;
+
+/// What the agent read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeState {
+    pub forwarding_v4: bool,
+}
+
+impl NodeState {
+    /// Reads the state of the current network namespace. An unreadable setting counts as off.
+    pub fn read(ifaces: &Interfaces) -> Self {
+        let on = |dev: &str| {
+            let path = format!("/proc/sys/net/ipv4/conf/{dev}/forwarding");
+            match std::fs::read_to_string(&path) {
+                Ok(v) => v.trim() == "1",
+                Err(error) => {
+                    tracing::warn!(path, %error, "cannot read; treating forwarding as off");
+                    false
+                }
+            }
+        };
+        Self {
+            forwarding_v4: on(&ifaces.bridge.name) && on(&ifaces.uplink.name),
+        }
+    }
+
+    /// The value of the programs' state map.
+    pub fn to_map(self) -> State {
+        State {
+            flags: if self.forwarding_v4 {
+                STATE_F_FORWARD_V4
+            } else {
+                0
+            },
+        }
+    }
+}

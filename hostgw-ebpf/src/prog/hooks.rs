@@ -1,0 +1,110 @@
+//! [`Hook`] for the two kinds of context: TC (an skb) and XDP (a raw frame).
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::generated::bpf_check_mtu,
+    programs::{TcContext, XdpContext},
+};
+
+use super::parse::Hook;
+
+/// A TC program's packet.
+pub struct Tc<'a>(pub &'a TcContext);
+
+impl Hook for Tc<'_> {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        self.0.data()
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        self.0.data_end()
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        self.0.len()
+    }
+
+    #[inline(always)]
+    #[expect(
+        clippy::misnamed_getters,
+        reason = "at TC ingress skb->dev is the receiving interface (skb_iif is set from it), \
+                  and unlike ingress_ifindex it can be set in test runs"
+    )]
+    fn ingress_ifindex(&self) -> u32 {
+        // SAFETY: the context pointer is the program's own `__sk_buff`, valid for its run.
+        unsafe { (*self.0.skb.skb).ifindex }
+    }
+
+    #[inline(always)]
+    fn vlan_present(&self) -> bool {
+        // SAFETY: as above.
+        unsafe { (*self.0.skb.skb).vlan_present != 0 }
+    }
+
+    #[inline(always)]
+    fn gso_size(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { (*self.0.skb.skb).gso_size }
+    }
+
+    #[inline(always)]
+    fn fits_mtu(&self, ifindex: u32, l3_len: u32) -> bool {
+        check_mtu(self.0.as_ptr(), ifindex, l3_len)
+    }
+}
+
+/// An XDP program's frame.
+pub struct Xdp<'a>(pub &'a XdpContext);
+
+impl Hook for Xdp<'_> {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        self.0.data()
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        self.0.data_end()
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        (self.0.data_end() - self.0.data()) as u32
+    }
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        // SAFETY: the context pointer is the program's own `xdp_md`, valid for its run.
+        unsafe { (*self.0.ctx).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn vlan_present(&self) -> bool {
+        // XDP sees the frame as it arrived: a VLAN tag is still in it.
+        false
+    }
+
+    #[inline(always)]
+    fn gso_size(&self) -> u32 {
+        0
+    }
+
+    #[inline(always)]
+    fn fits_mtu(&self, ifindex: u32, l3_len: u32) -> bool {
+        check_mtu(self.0.as_ptr(), ifindex, l3_len)
+    }
+}
+
+/// `bpf_check_mtu` with an explicit L3 length: true when `l3_len` bytes fit the current MTU
+/// of `ifindex` (the kernel compares them plus the link header with MTU plus link header).
+#[inline(always)]
+fn check_mtu(ctx: *mut core::ffi::c_void, ifindex: u32, l3_len: u32) -> bool {
+    let mut mtu_len = l3_len;
+    // SAFETY: `ctx` is the program's context; the helper reads it and writes `mtu_len`, a
+    // valid local.
+    let rc = unsafe { bpf_check_mtu(ctx, ifindex, &raw mut mtu_len, 0, 0) };
+    rc == 0
+}
