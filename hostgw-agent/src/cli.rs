@@ -46,4 +46,23 @@ pub struct RunArgs {
     /// Do not ask the kernel FIB on a route-trie miss: hand such packets to the stack.
     #[arg(long, env = "HOSTGW_NO_FIB_FALLBACK")]
     pub no_fib_fallback: bool,
+
+    /// This node's name, as in its Node object: its pod CIDRs are local, every other node's
+    /// are routed to. Defaults to the host name.
+    #[arg(long, env = "HOSTGW_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Read the nodes from this file: a v1 `NodeList` in YAML or JSON, as `kubectl get
+    /// nodes -o yaml` prints it. The file is watched; edits apply without a restart.
+    #[arg(long, env = "HOSTGW_NODES_FILE")]
+    pub nodes_file: Option<PathBuf>,
+
+    /// When adopting programs a previous agent left attached (pinned links), replace them
+    /// with this binary's programs, atomically per hook. Without it the running programs stay.
+    #[arg(long, env = "HOSTGW_REPLACE_PROGRAMS")]
+    pub replace_programs: bool,
+
+    /// Seconds between full resyncs, on top of the ones events trigger.
+    #[arg(long, env = "HOSTGW_RESYNC_SECONDS", default_value_t = 30)]
+    pub resync_seconds: u64,
 }

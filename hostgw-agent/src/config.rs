@@ -25,6 +25,17 @@ pub enum ConfigError {
     /// A network namespace name that is not a plain file name under /run/netns.
     #[error("--netns: {0:?} is not a network namespace name (a file name under /run/netns)")]
     NetnsName(String),
+    /// No node name given and the host name cannot be read.
+    #[error("--node-name: not given, and the host name cannot be read ({0}); pass --node-name")]
+    NodeName(String),
+    /// A node name that cannot be a Kubernetes object name.
+    #[error(
+        "--node-name: {0:?} is not a valid node name (lowercase letters, digits, '-' and '.', at most 253)"
+    )]
+    NodeNameInvalid(String),
+    /// A resync interval of zero.
+    #[error("--resync-seconds: must be at least 1")]
+    Resync,
 }
 
 /// The daemon's configuration.
@@ -36,6 +47,10 @@ pub struct Config {
     pub netns: Option<String>,
     pub keep_dataplane: bool,
     pub fib_fallback: bool,
+    pub node_name: String,
+    pub nodes_file: Option<PathBuf>,
+    pub replace_programs: bool,
+    pub resync: std::time::Duration,
 }
 
 impl TryFrom<RunArgs> for Config {
@@ -55,7 +70,26 @@ impl TryFrom<RunArgs> for Config {
         {
             return Err(ConfigError::NetnsName(netns.clone()));
         }
+        let node_name = match args.node_name {
+            Some(n) => n,
+            None => hostname().map_err(|e| ConfigError::NodeName(e.to_string()))?,
+        };
+        let valid = !node_name.is_empty()
+            && node_name.len() <= 253
+            && node_name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !valid {
+            return Err(ConfigError::NodeNameInvalid(node_name));
+        }
+        if args.resync_seconds == 0 {
+            return Err(ConfigError::Resync);
+        }
         Ok(Self {
+            node_name,
+            nodes_file: args.nodes_file,
+            replace_programs: args.replace_programs,
+            resync: std::time::Duration::from_secs(args.resync_seconds),
             uplink: args.uplink,
             bridge: args.bridge,
             pin_dir: args.pin_dir,
@@ -64,6 +98,18 @@ impl TryFrom<RunArgs> for Config {
             fib_fallback: !args.no_fib_fallback,
         })
     }
+}
+
+/// The host name, as Kubernetes names the node by default.
+fn hostname() -> std::io::Result<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).to_lowercase())
 }
 
 /// Checks a name the way the kernel's `dev_valid_name` does.
@@ -101,7 +147,10 @@ mod tests {
 
     #[test]
     fn defaults_and_flags() {
-        let c = parse(&["--uplink", "eth0"]).expect("valid");
+        let c = parse(&["--uplink", "eth0", "--node-name", "n1"]).expect("valid");
+        assert_eq!(c.node_name, "n1");
+        assert_eq!(c.nodes_file, None);
+        assert_eq!(c.resync, std::time::Duration::from_secs(30));
         assert_eq!(c.uplink, "eth0");
         assert_eq!(c.bridge, "cni0");
         assert_eq!(c.pin_dir, PathBuf::from("/sys/fs/bpf/hostgw"));
@@ -120,12 +169,19 @@ mod tests {
             "node1",
             "--keep-dataplane",
             "--no-fib-fallback",
+            "--node-name",
+            "n2",
+            "--nodes-file",
+            "/etc/hostgw/nodes.yaml",
+            "--replace-programs",
         ])
         .expect("valid");
         assert_eq!(c.bridge, "br0");
         assert_eq!(c.netns.as_deref(), Some("node1"));
         assert!(c.keep_dataplane);
         assert!(!c.fib_fallback);
+        assert!(c.replace_programs);
+        assert_eq!(c.nodes_file, Some(PathBuf::from("/etc/hostgw/nodes.yaml")));
     }
 
     #[test]
@@ -140,5 +196,17 @@ mod tests {
         assert!(e.to_string().starts_with("--pin-dir:"), "{e}");
         let e = parse(&["--uplink", "eth0", "--netns", "../x"]).unwrap_err();
         assert!(e.to_string().starts_with("--netns:"), "{e}");
+        let e = parse(&["--uplink", "eth0", "--node-name", "Node_1"]).unwrap_err();
+        assert!(e.to_string().starts_with("--node-name:"), "{e}");
+        let e = parse(&[
+            "--uplink",
+            "eth0",
+            "--node-name",
+            "n",
+            "--resync-seconds",
+            "0",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().starts_with("--resync-seconds:"), "{e}");
     }
 }

@@ -10,8 +10,9 @@
 //! upgrade loses no packet.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fs, io,
+    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
@@ -25,7 +26,8 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use hostgw_common::names;
+use hostgw_common::{Endpoint, RouteV4, names};
+use ipnet::Ipv4Net;
 
 use crate::iface::Link;
 
@@ -44,6 +46,9 @@ pub enum DataplaneError {
     /// The object lacks a program the agent expects: the binary and object disagree.
     #[error("the eBPF object has no program {0}")]
     MissingProgram(&'static str),
+    /// A map entry that cannot be decoded.
+    #[error("map {0} holds an invalid entry")]
+    BadEntry(&'static str),
     /// The object lacks a map the agent expects: the binary and object disagree.
     #[error("the eBPF object has no map {0}")]
     MissingMap(&'static str),
@@ -122,6 +127,8 @@ impl std::fmt::Display for AttachMode {
 struct Hook {
     mode: AttachMode,
     link: HookLink,
+    /// The interface it is attached to.
+    ifindex: u32,
 }
 
 #[derive(Debug)]
@@ -139,6 +146,10 @@ pub struct Dataplane {
     pin_dir: PathBuf,
     /// Keyed by the link's pin name, `<program>@<interface>`.
     hooks: BTreeMap<String, Hook>,
+    /// The hooks on bridge ports (as opposed to the bridge and the uplink).
+    port_hooks: BTreeSet<String>,
+    /// Update adopted links to the embedded programs instead of keeping the running ones.
+    replace_programs: bool,
 }
 
 impl Dataplane {
@@ -175,7 +186,15 @@ impl Dataplane {
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
             hooks: BTreeMap::new(),
+            port_hooks: BTreeSet::new(),
+            replace_programs: false,
         })
+    }
+
+    /// With `true`, links adopted from pins are updated to the embedded programs (one atomic
+    /// `BPF_LINK_UPDATE` each); with `false` (the default) the running programs stay.
+    pub fn set_replace_programs(&mut self, replace: bool) {
+        self.replace_programs = replace;
     }
 
     /// The loaded object, for map access.
@@ -201,6 +220,159 @@ impl Dataplane {
             .map_err(|e| map_error(names::STATE, e))
     }
 
+    /// The route trie's entries.
+    pub fn trie(&self) -> Result<BTreeMap<Ipv4Net, RouteV4>, DataplaneError> {
+        let trie: aya::maps::LpmTrie<_, [u8; 4], RouteV4> =
+            aya::maps::LpmTrie::try_from(self.map(names::ROUTES_V4)?)
+                .map_err(|e| map_error(names::ROUTES_V4, e))?;
+        let mut out = BTreeMap::new();
+        for entry in &trie {
+            let (key, route) = entry.map_err(|e| map_error(names::ROUTES_V4, e))?;
+            let net = Ipv4Net::new(Ipv4Addr::from(key.data()), key.prefix_len() as u8)
+                .map_err(|_| DataplaneError::BadEntry(names::ROUTES_V4))?;
+            out.insert(net, route);
+        }
+        Ok(out)
+    }
+
+    /// Adds or replaces a route trie entry.
+    pub fn put_trie(&mut self, cidr: Ipv4Net, route: RouteV4) -> Result<(), DataplaneError> {
+        let mut trie: aya::maps::LpmTrie<_, [u8; 4], RouteV4> =
+            aya::maps::LpmTrie::try_from(self.map_mut(names::ROUTES_V4)?)
+                .map_err(|e| map_error(names::ROUTES_V4, e))?;
+        let key =
+            aya::maps::lpm_trie::Key::new(u32::from(cidr.prefix_len()), cidr.network().octets());
+        trie.insert(&key, route, 0)
+            .map_err(|e| map_error(names::ROUTES_V4, e))
+    }
+
+    /// Removes a route trie entry; a missing one is not an error.
+    pub fn delete_trie(&mut self, cidr: Ipv4Net) -> Result<(), DataplaneError> {
+        let mut trie: aya::maps::LpmTrie<_, [u8; 4], RouteV4> =
+            aya::maps::LpmTrie::try_from(self.map_mut(names::ROUTES_V4)?)
+                .map_err(|e| map_error(names::ROUTES_V4, e))?;
+        let key =
+            aya::maps::lpm_trie::Key::new(u32::from(cidr.prefix_len()), cidr.network().octets());
+        match trie.remove(&key) {
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            other => other.map_err(|e| map_error(names::ROUTES_V4, e)),
+        }
+    }
+
+    /// The endpoint table's entries.
+    pub fn endpoints(&self) -> Result<BTreeMap<Ipv4Addr, Endpoint>, DataplaneError> {
+        let map: aya::maps::HashMap<_, [u8; 4], Endpoint> =
+            aya::maps::HashMap::try_from(self.map(names::ENDPOINTS_V4)?)
+                .map_err(|e| map_error(names::ENDPOINTS_V4, e))?;
+        map.iter()
+            .map(|e| {
+                e.map(|(k, v)| (Ipv4Addr::from(k), v))
+                    .map_err(|e| map_error(names::ENDPOINTS_V4, e))
+            })
+            .collect()
+    }
+
+    /// Adds or replaces an endpoint.
+    pub fn put_endpoint(&mut self, ip: Ipv4Addr, ep: Endpoint) -> Result<(), DataplaneError> {
+        let mut map: aya::maps::HashMap<_, [u8; 4], Endpoint> =
+            aya::maps::HashMap::try_from(self.map_mut(names::ENDPOINTS_V4)?)
+                .map_err(|e| map_error(names::ENDPOINTS_V4, e))?;
+        map.insert(ip.octets(), ep, 0)
+            .map_err(|e| map_error(names::ENDPOINTS_V4, e))
+    }
+
+    /// Removes an endpoint; a missing one is not an error.
+    pub fn delete_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        let mut map: aya::maps::HashMap<_, [u8; 4], Endpoint> =
+            aya::maps::HashMap::try_from(self.map_mut(names::ENDPOINTS_V4)?)
+                .map_err(|e| map_error(names::ENDPOINTS_V4, e))?;
+        match map.remove(&ip.octets()) {
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            other => other.map_err(|e| map_error(names::ENDPOINTS_V4, e)),
+        }
+    }
+
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DataplaneError> {
+        self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap(name))
+    }
+
+    /// Keeps the egress program on exactly the bridge's current ports: attaches it to new
+    /// ones and releases the hooks (and pins) of ports that are gone. Returns the names of the
+    /// ports newly attached.
+    pub fn sync_ports(&mut self, ports: &[Link]) -> Result<Vec<String>, DataplaneError> {
+        let prefix = format!("{}@", names::PROG_EGRESS);
+        let want: BTreeSet<String> = ports
+            .iter()
+            .map(|p| format!("{prefix}{}", p.name))
+            .collect();
+        let mut attached = Vec::new();
+        for port in ports {
+            let key = format!("{prefix}{}", port.name);
+            match self.hooks.get(&key) {
+                Some(h) if h.ifindex == port.index => continue,
+                // The name now belongs to another interface: the old link is defunct.
+                Some(_) => self.release(&key)?,
+                None => {}
+            }
+            self.attach_tc(names::PROG_EGRESS, port)?;
+            self.port_hooks.insert(key);
+            attached.push(port.name.clone());
+        }
+        let gone: Vec<String> = self
+            .hooks
+            .keys()
+            .filter(|k| k.starts_with(&prefix) && !want.contains(*k))
+            .filter(|k| self.port_hooks.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.release(&key)?;
+        }
+        // Pins of ports that went away while no agent ran.
+        let dir = self.pin_dir.join(LINKS_DIR);
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for e in entries.filter_map(Result::ok) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix)
+                    && !want.contains(&name)
+                    && !self.hooks.contains_key(&name)
+                {
+                    remove_file_if_exists(&e.path()).map_err(|source| DataplaneError::PinDir {
+                        action: "removing",
+                        path: e.path(),
+                        source,
+                    })?;
+                    tracing::info!(pin = name, "removed the pin of a port that is gone");
+                }
+            }
+        }
+        Ok(attached)
+    }
+
+    /// Detaches one hook and removes its pin.
+    fn release(&mut self, key: &str) -> Result<(), DataplaneError> {
+        let Some(hook) = self.hooks.remove(key) else {
+            return Ok(());
+        };
+        self.port_hooks.remove(key);
+        if let HookLink::Pinned { link, path } = hook.link {
+            remove_file_if_exists(&path).map_err(|source| DataplaneError::PinDir {
+                action: "removing",
+                path,
+                source,
+            })?;
+            drop(link);
+        }
+        tracing::info!(hook = key, "released: the port is gone");
+        Ok(())
+    }
+
     /// The attached hooks: `(pin name, mode)`.
     pub fn hooks(&self) -> impl Iterator<Item = (&str, AttachMode)> {
         self.hooks.iter().map(|(k, h)| (k.as_str(), h.mode))
@@ -210,29 +382,52 @@ impl Dataplane {
         self.pin_dir.join(LINKS_DIR).join(key)
     }
 
-    /// Attaches the XDP program to `iface`: native mode, else generic. A link pinned by an
-    /// earlier run is updated to this program instead.
+    /// Opens the link pinned as `key`, if there is one that is still attached to `iface`. A
+    /// pin whose link lost its interface (the interface was deleted, maybe recreated under
+    /// the same name) is removed, which releases the link.
+    fn live_pin(&self, key: &str, iface: &Link) -> Result<Option<PinnedLink>, DataplaneError> {
+        let path = self.link_pin(key);
+        let Some(pinned) = open_pinned(&path)? else {
+            return Ok(None);
+        };
+        match pinned_link_ifindex(&path) {
+            Ok(ifindex) if ifindex == iface.index => Ok(Some(pinned)),
+            found => {
+                tracing::info!(pin = %path.display(), ?found, want = iface.index, "removing a pin whose link is not on the interface");
+                drop(pinned);
+                remove_file_if_exists(&path).map_err(|source| DataplaneError::PinDir {
+                    action: "removing",
+                    path,
+                    source,
+                })?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Attaches the XDP program to `iface`: native mode, else generic. A link an earlier run
+    /// pinned is adopted (and with `replace_programs`, updated to this program).
     pub fn attach_xdp(&mut self, iface: &Link) -> Result<AttachMode, DataplaneError> {
         let name = names::PROG_XDP;
         let key = format!("{name}@{}", iface.name);
         let path = self.link_pin(&key);
+        let replace = self.replace_programs;
+        let pinned = self.live_pin(&key, iface)?;
         let prog: &mut Xdp = program(&mut self.ebpf, name)?;
 
-        if let Some(pinned) = open_pinned(&path)? {
-            let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| adopt(&path, e))?;
-            let id = prog.attach_to_link(link).map_err(|e| adopt(&path, e))?;
-            let link = FdLink::try_from(prog.take_link(id).map_err(|e| adopt(&path, e))?)
-                .map_err(|e| adopt(&path, e))?;
+        if let Some(pinned) = pinned {
+            let link = if replace {
+                let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| adopt(&path, e))?;
+                let id = prog.attach_to_link(link).map_err(|e| adopt(&path, e))?;
+                FdLink::try_from(prog.take_link(id).map_err(|e| adopt(&path, e))?)
+                    .map_err(|e| adopt(&path, e))?
+            } else {
+                FdLink::from(pinned)
+            };
             // The mode is the one the earlier run chose; the kernel keeps it across updates.
             let mode = AttachMode::XdpNative;
-            tracing::info!(program = name, iface = iface.name, pin = %path.display(), "adopted pinned link");
-            self.hooks.insert(
-                key,
-                Hook {
-                    mode,
-                    link: HookLink::Pinned { link, path },
-                },
-            );
+            tracing::info!(hook = key, replaced = replace, "adopted the pinned link");
+            self.insert(key, mode, HookLink::Pinned { link, path }, iface);
             return Ok(mode);
         }
 
@@ -250,12 +445,13 @@ impl Dataplane {
             .take_link(id)
             .map_err(|e| attach_error(name, iface, e))?;
         let link = FdLink::try_from(link).map_err(|e| adopt(&path, e))?;
-        self.insert_pinned(key, mode, link, path)?;
+        self.insert_pinned(key, mode, link, path, iface)?;
         Ok(mode)
     }
 
     /// Attaches the TC program `name` to the ingress of `iface`: a tcx link, else a clsact
-    /// filter. A link pinned by an earlier run is updated to this program instead.
+    /// filter. A link an earlier run pinned is adopted (and with `replace_programs`, updated
+    /// to this program).
     pub fn attach_tc(
         &mut self,
         name: &'static str,
@@ -263,22 +459,22 @@ impl Dataplane {
     ) -> Result<AttachMode, DataplaneError> {
         let key = format!("{name}@{}", iface.name);
         let path = self.link_pin(&key);
+        let replace = self.replace_programs;
+        let pinned = self.live_pin(&key, iface)?;
         let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
 
-        if let Some(pinned) = open_pinned(&path)? {
-            let link =
-                SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| adopt(&path, e))?;
-            let id = prog.attach_to_link(link).map_err(|e| adopt(&path, e))?;
-            let link = FdLink::try_from(prog.take_link(id).map_err(|e| adopt(&path, e))?)
-                .map_err(|e| adopt(&path, e))?;
-            tracing::info!(program = name, iface = iface.name, pin = %path.display(), "adopted pinned link");
-            self.hooks.insert(
-                key,
-                Hook {
-                    mode: AttachMode::Tcx,
-                    link: HookLink::Pinned { link, path },
-                },
-            );
+        if let Some(pinned) = pinned {
+            let link = if replace {
+                let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+                    .map_err(|e| adopt(&path, e))?;
+                let id = prog.attach_to_link(link).map_err(|e| adopt(&path, e))?;
+                FdLink::try_from(prog.take_link(id).map_err(|e| adopt(&path, e))?)
+                    .map_err(|e| adopt(&path, e))?
+            } else {
+                FdLink::from(pinned)
+            };
+            tracing::info!(hook = key, replaced = replace, "adopted the pinned link");
+            self.insert(key, AttachMode::Tcx, HookLink::Pinned { link, path }, iface);
             return Ok(AttachMode::Tcx);
         }
 
@@ -293,7 +489,7 @@ impl Dataplane {
                     .take_link(id)
                     .map_err(|e| attach_error(name, iface, e))?;
                 let link = FdLink::try_from(link).map_err(|e| adopt(&path, e))?;
-                self.insert_pinned(key, AttachMode::Tcx, link, path)?;
+                self.insert_pinned(key, AttachMode::Tcx, link, path, iface)?;
                 Ok(AttachMode::Tcx)
             }
             Err(tcx_error) => {
@@ -312,16 +508,21 @@ impl Dataplane {
                 let link = prog
                     .take_link(id)
                     .map_err(|e| attach_error(name, iface, e))?;
-                self.hooks.insert(
-                    key,
-                    Hook {
-                        mode: AttachMode::Clsact,
-                        link: HookLink::Netlink(link),
-                    },
-                );
+                self.insert(key, AttachMode::Clsact, HookLink::Netlink(link), iface);
                 Ok(AttachMode::Clsact)
             }
         }
+    }
+
+    fn insert(&mut self, key: String, mode: AttachMode, link: HookLink, iface: &Link) {
+        self.hooks.insert(
+            key,
+            Hook {
+                mode,
+                link,
+                ifindex: iface.index,
+            },
+        );
     }
 
     fn insert_pinned(
@@ -330,22 +531,18 @@ impl Dataplane {
         mode: AttachMode,
         link: FdLink,
         path: PathBuf,
+        iface: &Link,
     ) -> Result<(), DataplaneError> {
         let pinned = link.pin(&path).map_err(|e| DataplaneError::Pin {
             path: path.clone(),
             source: Box::new(e),
         })?;
         tracing::info!(hook = key, %mode, pin = %path.display(), "attached");
-        self.hooks.insert(
-            key,
-            Hook {
-                mode,
-                link: HookLink::Pinned {
-                    link: pinned.into(),
-                    path,
-                },
-            },
-        );
+        let link = HookLink::Pinned {
+            link: pinned.into(),
+            path,
+        };
+        self.insert(key, mode, link, iface);
         Ok(())
     }
 
@@ -357,6 +554,7 @@ impl Dataplane {
             ebpf,
             pin_dir,
             hooks,
+            ..
         } = self;
         let mut first_error = None;
         let mut record = |e: DataplaneError| {
@@ -468,6 +666,56 @@ fn open_pinned(path: &Path) -> Result<Option<PinnedLink>, DataplaneError> {
     PinnedLink::from_pin(path)
         .map(Some)
         .map_err(|e: LinkError| adopt(path, e))
+}
+
+/// The ifindex a pinned XDP or tcx link is attached to; 0 once its interface is gone.
+fn pinned_link_ifindex(path: &Path) -> io::Result<u32> {
+    use std::{
+        ffi::CString,
+        os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _},
+    };
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // union bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags.
+    let mut attr = [0u64; 16];
+    attr[0] = c.as_ptr() as u64;
+    // SAFETY: `attr` is a zeroed bpf_attr large enough for the command, pointing at a valid
+    // NUL-terminated path that outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            attr.as_mut_ptr(),
+            size_of_val(&attr),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    // struct bpf_link_info: type, id, prog_id, then the union (8-aligned) whose xdp and tcx
+    // members start with the ifindex.
+    let mut info = [0u32; 32];
+    let mut attr = [0u64; 16];
+    attr[0] = u64::from(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32)
+        | ((size_of_val(&info) as u64) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    // SAFETY: `attr` describes `info`, a writable buffer of the length given.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            attr.as_mut_ptr(),
+            size_of_val(&attr),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info[4])
 }
 
 fn remove_file_if_exists(path: &Path) -> io::Result<()> {

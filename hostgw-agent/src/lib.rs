@@ -3,26 +3,32 @@
 //! Data flows one way:
 //!
 //! ```text
-//!   command line ──► Config ──► run()
-//!                                 ├─ bpffs:     the pin directory is on a bpf filesystem
-//!                                 ├─ iface:     uplink, bridge and bridge ports (rtnetlink)
-//!                                 └─ dataplane: load the embedded object, reuse pinned maps,
-//!                                               attach (XDP on the uplink, TC on the uplink,
-//!                                               the bridge and every bridge port), pin links
+//!   node source ──► nodes ──► desired ─┐
+//!   (source: the NodeList file)        ├─► plan ──► apply (kernel routes and neighbours,
+//!   kernel + maps ──► kernel, iface ───┘            trie and endpoint maps)
 //! ```
 //!
-//! On shutdown the dataplane is detached and unpinned, unless `--keep-dataplane` asks to leave
-//! it forwarding for the next agent to adopt.
+//! [`run`] sets up the dataplane ([`dataplane`]: load, adopt pins, attach) and then runs
+//! [`reconcile`] rounds: on a new node list, on netlink events, and periodically. Each round
+//! reads the full current state and plans from it (level-triggered). On shutdown the
+//! dataplane is detached and unpinned, unless `--keep-dataplane` asks to leave it forwarding
+//! for the next agent to adopt.
 
 pub mod bpffs;
 pub mod cli;
 pub mod config;
 pub mod dataplane;
+pub mod desired;
 pub mod iface;
+pub mod kernel;
 pub mod netns;
+pub mod nodes;
+pub mod plan;
+pub mod reconcile;
+pub mod source;
 pub mod sysctl;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc, time::Duration};
 
 pub use config::Config;
 use hostgw_common::{CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, names};
@@ -44,6 +50,12 @@ pub enum Error {
     /// The netlink socket could not be opened.
     #[error("cannot open a netlink socket")]
     Netlink(#[source] std::io::Error),
+    /// A netlink request failed.
+    #[error(transparent)]
+    Kernel(#[from] kernel::KernelError),
+    /// IPv4 forwarding could not be switched on.
+    #[error("cannot enable IPv4 forwarding (net.ipv4.ip_forward)")]
+    Forwarding(#[source] std::io::Error),
 }
 
 /// The interfaces the dataplane hooks into.
@@ -84,8 +96,6 @@ impl Interfaces {
             uplink_ifindex: self.uplink.index,
             bridge_ifindex: self.bridge.index,
             pad: 0,
-            bridge_mac: self.bridge.mac,
-            uplink_mac: self.uplink.mac,
         }
     }
 }
@@ -97,13 +107,12 @@ pub fn attach_all(
     ifaces: &Interfaces,
 ) -> Result<Dataplane, dataplane::DataplaneError> {
     let mut dp = Dataplane::load(&config.pin_dir, &ifaces.program_config(config))?;
+    dp.set_replace_programs(config.replace_programs);
     let attached = (|| {
         dp.attach_xdp(&ifaces.uplink)?;
         dp.attach_tc(names::PROG_INGRESS, &ifaces.uplink)?;
         dp.attach_tc(names::PROG_EGRESS, &ifaces.bridge)?;
-        for port in &ifaces.ports {
-            dp.attach_tc(names::PROG_EGRESS, port)?;
-        }
+        dp.sync_ports(&ifaces.ports)?;
         Ok(())
     })();
     match attached {
@@ -117,7 +126,7 @@ pub fn attach_all(
     }
 }
 
-/// The daemon: sets the dataplane up, waits for `shutdown`, then detaches (or, with
+/// The daemon: sets the dataplane up, reconciles until `shutdown`, then detaches (or, with
 /// `--keep-dataplane`, leaves it forwarding).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Netlink)?;
@@ -125,32 +134,49 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let ifaces = Interfaces::discover(&handle, &config).await?;
     bpffs::ensure_pin_dir(&config.pin_dir)?;
+    enable_forwarding()?;
+    // Subscribe before the first round, so no change after it is missed.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    reconcile::watch_netlink(Arc::clone(&wake))?;
     let mut dp = attach_all(&config, &ifaces)?;
-    let mut state = sysctl::NodeState::read(&ifaces);
-    dp.set_state(state.to_map())?;
-    tracing::info!(forwarding_v4 = state.forwarding_v4, "node state written");
     tracing::info!(
         uplink = ifaces.uplink.name,
         bridge = ifaces.bridge.name,
         ports = ifaces.ports.len(),
         pin_dir = %config.pin_dir.display(),
+        node = config.node_name,
         "dataplane attached"
     );
 
-    // Until netlink tells us of changes, the node state is polled.
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut nodes = config.nodes_file.clone().map(source::watch_file);
+    if nodes.is_none() {
+        tracing::warn!("no node source (--nodes-file): no routes will be installed");
+    }
+    let mut reconciler = reconcile::Reconciler::new(config.clone(), handle, nodes.clone());
+    let mut resync = tokio::time::interval(config.resync);
     tokio::pin!(shutdown);
+    let mut first = true;
     loop {
+        let result = reconciler.round(&mut dp).await;
+        match result {
+            Ok(round) if round.ops > 0 || first => tracing::info!(
+                ops = round.ops,
+                errors = round.errors,
+                ms = round.duration.as_secs_f64() * 1e3,
+                "reconciled"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "reconcile round failed; retrying"),
+        }
+        first = false;
         tokio::select! {
             () = &mut shutdown => break,
-            _ = tick.tick() => {
-                let now = sysctl::NodeState::read(&ifaces);
-                if now != state {
-                    tracing::info!(forwarding_v4 = now.forwarding_v4, "node state changed");
-                    dp.set_state(now.to_map())?;
-                    state = now;
-                }
+            () = wake.notified() => {
+                // Coalesce a burst of events into one round.
+                tokio::time::sleep(Duration::from_millis(30)).await;
             }
+            Ok(()) = changed(&mut nodes) => {}
+            _ = resync.tick() => {}
         }
     }
     if config.keep_dataplane {
@@ -159,6 +185,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     } else {
         tracing::info!("shutting down, detaching the dataplane");
         dp.detach()?;
+    }
+    Ok(())
+}
+
+/// Resolves when the node list changes; never when there is no node source.
+async fn changed(
+    nodes: &mut Option<source::Nodes>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match nodes {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Turns `net.ipv4.ip_forward` on if it is off, and says so: a host-gw node routes.
+fn enable_forwarding() -> Result<(), Error> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    let now = std::fs::read_to_string(PATH).map_err(Error::Forwarding)?;
+    if now.trim() != "1" {
+        std::fs::write(PATH, "1").map_err(Error::Forwarding)?;
+        tracing::warn!("net.ipv4.ip_forward was {}; enabled it", now.trim());
     }
     Ok(())
 }
@@ -192,6 +239,10 @@ mod tests {
 
     fn config(fib_fallback: bool) -> Config {
         Config {
+            node_name: "n1".to_owned(),
+            nodes_file: None,
+            replace_programs: false,
+            resync: Duration::from_secs(30),
             uplink: "eth0".to_owned(),
             bridge: "cni0".to_owned(),
             pin_dir: PathBuf::from("/sys/fs/bpf/hostgw"),
@@ -211,8 +262,6 @@ mod tests {
         let c = ifaces.program_config(&config(true));
         assert_eq!(c.flags, CONFIG_F_FIB_FALLBACK | CONFIG_F_XDP_TX);
         assert_eq!((c.uplink_ifindex, c.bridge_ifindex), (2, 5));
-        assert_eq!(c.uplink_mac, [2, 0, 0, 0, 0, 2]);
-        assert_eq!(c.bridge_mac, [2, 0, 0, 0, 0, 5]);
 
         // --no-fib-fallback clears the FIB bit; a veth uplink may not XDP_TX.
         let veth = Interfaces {

@@ -9,10 +9,12 @@ use hostgw_common::{STATE_F_FORWARD_V4, State};
 
 use crate::Interfaces;
 
-/// What the agent read.
+/// What the agent read, and the interface addresses the programs match frames against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeState {
     pub forwarding_v4: bool,
+    pub bridge_mac: [u8; 6],
+    pub uplink_mac: [u8; 6],
 }
 
 impl NodeState {
@@ -30,6 +32,8 @@ impl NodeState {
         };
         Self {
             forwarding_v4: on(&ifaces.bridge.name) && on(&ifaces.uplink.name),
+            bridge_mac: ifaces.bridge.mac,
+            uplink_mac: ifaces.uplink.mac,
         }
     }
 
@@ -41,6 +45,8 @@ impl NodeState {
             } else {
                 0
             },
+            bridge_mac: self.bridge_mac,
+            uplink_mac: self.uplink_mac,
         }
     }
 }

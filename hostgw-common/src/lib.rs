@@ -136,13 +136,8 @@ pub struct Config {
     pub bridge_ifindex: u32,
     /// Explicit padding, always zero.
     pub pad: u32,
-    /// The bridge's MAC address: routed frames from pods are addressed to it, and it is the
-    /// source MAC of frames delivered to local pods.
-    pub bridge_mac: [u8; 6],
-    /// The uplink's MAC address: routed frames from other nodes are addressed to it.
-    pub uplink_mac: [u8; 6],
 }
-const _: () = assert!(size_of::<Config>() == 28);
+const _: () = assert!(size_of::<Config>() == 16);
 
 /// Set in [`State::flags`] while IPv4 forwarding is enabled on the node (the bridge's and the
 /// uplink's `net.ipv4.conf.<dev>.forwarding`). Clear, the programs forward nothing.
@@ -157,8 +152,13 @@ pub const STATE_F_FORWARD_V6: u32 = 1 << 1;
 pub struct State {
     /// `STATE_F_*` bits.
     pub flags: u32,
+    /// The bridge's MAC address: routed frames from pods are addressed to it, and it is the
+    /// source MAC of frames delivered to local pods.
+    pub bridge_mac: [u8; 6],
+    /// The uplink's MAC address: routed frames from other nodes are addressed to it.
+    pub uplink_mac: [u8; 6],
 }
-const _: () = assert!(size_of::<State>() == 4);
+const _: () = assert!(size_of::<State>() == 16);
 
 #[cfg(feature = "user")]
 mod user {

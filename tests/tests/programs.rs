@@ -204,8 +204,6 @@ impl World {
             uplink_ifindex: self.uplink,
             bridge_ifindex: self.bridge,
             pad: 0,
-            bridge_mac: BRIDGE_MAC,
-            uplink_mac: UPLINK_MAC,
         }
     }
 
@@ -329,7 +327,12 @@ impl Programs {
         let mut state: Array<_, State> =
             Array::try_from(self.ebpf.map_mut(names::STATE).unwrap()).unwrap();
         let flags = if on { STATE_F_FORWARD_V4 } else { 0 };
-        state.set(0, State { flags }, 0).unwrap();
+        let state_value = State {
+            flags,
+            bridge_mac: BRIDGE_MAC,
+            uplink_mac: UPLINK_MAC,
+        };
+        state.set(0, state_value, 0).unwrap();
     }
 
     /// Runs `prog` on `frame` arriving on `ifindex`; `gso_size` makes the skb a GSO packet.

@@ -42,8 +42,6 @@ pub static CONFIG: Global<Config> = Global::new(Config {
     uplink_ifindex: 0,
     bridge_ifindex: 0,
     pad: 0,
-    bridge_mac: [0; 6],
-    uplink_mac: [0; 6],
 });
 
 /// Adds one packet of `len` bytes to the `(hook, reason)` counter of this CPU.
@@ -59,10 +57,14 @@ pub fn count(hook: u32, reason: u32, len: u32) {
     }
 }
 
-/// The node state's flags; zero (forward nothing) when the entry cannot be read.
+/// The node state; all zero (forward nothing) when the entry cannot be read.
 #[inline(always)]
-pub fn state_flags() -> u32 {
-    STATE.get(0).map_or(0, |s| s.flags)
+pub fn state() -> State {
+    STATE.get(0).copied().unwrap_or(State {
+        flags: 0,
+        bridge_mac: [0; 6],
+        uplink_mac: [0; 6],
+    })
 }
 
 /// The longest remote pod CIDR containing `addr`.

@@ -37,7 +37,7 @@ use hostgw_common::counters::{hook, reason};
 
 use self::{
     hooks::{Tc, Xdp},
-    maps::{CONFIG, count},
+    maps::{CONFIG, count, state},
     parse::{Hook as _, rewrite_v4},
     v4::Action,
 };
@@ -50,7 +50,7 @@ const AF_INET: u32 = 2;
 pub fn hostgw_egress(ctx: TcContext) -> i32 {
     let cfg = CONFIG.load();
     let tc = Tc(&ctx);
-    let action = v4::egress(&ctx, &tc, &cfg);
+    let action = v4::egress(&ctx, &tc, &cfg, &state());
     apply(&tc, hook::EGRESS, action)
 }
 
@@ -59,7 +59,7 @@ pub fn hostgw_egress(ctx: TcContext) -> i32 {
 pub fn hostgw_ingress(ctx: TcContext) -> i32 {
     let cfg = CONFIG.load();
     let tc = Tc(&ctx);
-    let action = v4::ingress(&ctx, &tc, &cfg);
+    let action = v4::ingress(&ctx, &tc, &cfg, &state());
     apply(&tc, hook::INGRESS_TC, action)
 }
 
@@ -69,7 +69,7 @@ pub fn hostgw_xdp(ctx: XdpContext) -> u32 {
     let cfg = CONFIG.load();
     let x = Xdp(&ctx);
     let len = x.len();
-    match v4::ingress_xdp(&x, &cfg) {
+    match v4::ingress_xdp(&x, &cfg, &state()) {
         Action::Redirect {
             reason,
             ifindex,

@@ -16,11 +16,11 @@ use aya_ebpf::{
 };
 use hostgw_common::{
     CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, Config, ROUTE_F_RESOLVED, RouteV4, STATE_F_FORWARD_V4,
-    counters::reason,
+    State, counters::reason,
 };
 
 use super::{
-    maps::{endpoint_v4, route_v4, state_flags},
+    maps::{endpoint_v4, route_v4},
     parse::{self, Hook, Ipv4, Unfit},
 };
 
@@ -69,11 +69,12 @@ fn unfit(u: Unfit) -> u32 {
 #[inline(always)]
 fn forwardable<H: Hook>(
     h: &H,
+    state: &State,
     router_mac: &[u8; 6],
     rpf: impl FnOnce(&Ipv4) -> bool,
 ) -> Result<Ipv4, u32> {
     let ip = parse::ipv4(h, router_mac).map_err(unfit)?;
-    if state_flags() & STATE_F_FORWARD_V4 == 0 {
+    if state.flags & STATE_F_FORWARD_V4 == 0 {
         return Err(reason::PASS_FWD_DISABLED);
     }
     if !rpf(&ip) {
@@ -124,11 +125,13 @@ fn via_route<H: Hook>(h: &H, ip: &Ipv4, route: &RouteV4, why: u32) -> Action {
 
 /// TC on a bridge port or the bridge: a packet a pod sends.
 #[inline(always)]
-pub fn egress(ctx: &TcContext, h: &impl Hook, cfg: &Config) -> Action {
+pub fn egress(ctx: &TcContext, h: &impl Hook, cfg: &Config, state: &State) -> Action {
     // Reverse path: the source is a pod of this node. The kernel's rp_filter only asks for an
     // address routed via the bridge; anything it would accept that we do not know yet simply
     // takes the stack.
-    let ip = match forwardable(h, &cfg.bridge_mac, |ip| endpoint_v4(ip.src).is_some()) {
+    let ip = match forwardable(h, state, &state.bridge_mac, |ip| {
+        endpoint_v4(ip.src).is_some()
+    }) {
         Ok(ip) => ip,
         Err(why) => return Action::Pass(why),
     };
@@ -142,8 +145,8 @@ pub fn egress(ctx: &TcContext, h: &impl Hook, cfg: &Config) -> Action {
 
 /// TC on the uplink: a packet from another node.
 #[inline(always)]
-pub fn ingress(ctx: &TcContext, h: &impl Hook, cfg: &Config) -> Action {
-    let ip = match forwardable(h, &cfg.uplink_mac, |ip| rpf_uplink(h, ip)) {
+pub fn ingress(ctx: &TcContext, h: &impl Hook, cfg: &Config, state: &State) -> Action {
+    let ip = match forwardable(h, state, &state.uplink_mac, |ip| rpf_uplink(h, ip)) {
         Ok(ip) => ip,
         Err(why) => return Action::Pass(why),
     };
@@ -154,7 +157,7 @@ pub fn ingress(ctx: &TcContext, h: &impl Hook, cfg: &Config) -> Action {
         return Action::Peer {
             ifindex: ep.ifindex,
             dmac: ep.mac,
-            smac: cfg.bridge_mac,
+            smac: state.bridge_mac,
         };
     }
     match route_v4(ip.dst) {
@@ -166,8 +169,8 @@ pub fn ingress(ctx: &TcContext, h: &impl Hook, cfg: &Config) -> Action {
 /// XDP on the uplink: transit traffic for another node's pods goes straight back out with
 /// `XDP_TX` when the uplink can send XDP frames; everything else is left to the TC hook.
 #[inline(always)]
-pub fn ingress_xdp(h: &impl Hook, cfg: &Config) -> Action {
-    let ip = match forwardable(h, &cfg.uplink_mac, |ip| rpf_uplink(h, ip)) {
+pub fn ingress_xdp(h: &impl Hook, cfg: &Config, state: &State) -> Action {
+    let ip = match forwardable(h, state, &state.uplink_mac, |ip| rpf_uplink(h, ip)) {
         Ok(ip) => ip,
         Err(why) => return Action::Pass(why),
     };

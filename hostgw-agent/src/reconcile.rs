@@ -1,0 +1,223 @@
+//! The reconciler: on every trigger (a new node list, a netlink event, the periodic resync) it
+//! reads the full current state, plans against it and applies the plan. It never acts on a
+//! single event's content, so a missed or duplicated event cannot leave stale state.
+//!
+//! Owns the order of a round: interfaces and bridge ports (egress hooks), node state
+//! (forwarding), desired state, kernel and map state, plan, apply.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt as _;
+use rtnetlink::{
+    Handle,
+    constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_LINK, RTMGRP_NEIGH},
+    sys::{AsyncSocket as _, SocketAddr},
+};
+use tokio::sync::Notify;
+
+use crate::{
+    Config, Error,
+    dataplane::Dataplane,
+    desired::{self, Desired, Local, Skip},
+    iface, kernel,
+    nodes::Item,
+    plan::{self, Actual, Op, Uplink},
+    source::Nodes,
+    sysctl::NodeState,
+};
+
+/// `RTNLGRP_IPV4_NETCONF`: forwarding changes.
+const RTNLGRP_IPV4_NETCONF: u32 = 24;
+
+/// What one round did.
+#[derive(Debug, Default)]
+pub struct Round {
+    pub ops: usize,
+    pub errors: usize,
+    pub duration: Duration,
+}
+
+/// The reconciler's state between rounds.
+pub struct Reconciler {
+    config: Config,
+    handle: Handle,
+    nodes: Option<Nodes>,
+    /// Skipped nodes last logged, so each is reported once per change.
+    reported_skips: Vec<Skip>,
+    node_state: Option<NodeState>,
+    /// Skipped nodes by reason, for metrics.
+    pub skipped_by_reason: BTreeMap<&'static str, usize>,
+}
+
+impl Reconciler {
+    pub fn new(config: Config, handle: Handle, nodes: Option<Nodes>) -> Self {
+        Self {
+            config,
+            handle,
+            nodes,
+            reported_skips: Vec::new(),
+            node_state: None,
+            skipped_by_reason: BTreeMap::new(),
+        }
+    }
+
+    /// The latest node list, if one has been read.
+    fn items(&self) -> Option<Arc<Vec<Item>>> {
+        self.nodes.as_ref().and_then(|n| n.borrow().clone())
+    }
+
+    /// One full round. Errors of single operations are logged and counted, and the round goes
+    /// on; an error reading the state ends the round.
+    #[tracing::instrument(skip_all)]
+    pub async fn round(&mut self, dp: &mut Dataplane) -> Result<Round, Error> {
+        let start = Instant::now();
+        let handle = self.handle.clone();
+        let h = &handle;
+        let uplink = iface::by_name(h, &self.config.uplink).await?;
+        let bridge = iface::by_name(h, &self.config.bridge).await?;
+        let ports = iface::ports_of(h, bridge.index).await?;
+        for name in dp.sync_ports(&ports)? {
+            tracing::info!(port = name, "egress program attached to a new bridge port");
+        }
+
+        let ifaces = crate::Interfaces {
+            uplink: uplink.clone(),
+            bridge: bridge.clone(),
+            ports: ports.clone(),
+        };
+        let state = NodeState::read(&ifaces);
+        if self.node_state != Some(state) {
+            tracing::info!(forwarding_v4 = state.forwarding_v4, "node state");
+            dp.set_state(state.to_map())?;
+            self.node_state = Some(state);
+        }
+
+        let items = self.items();
+        let desired = match &items {
+            Some(items) => {
+                let local = Local {
+                    node_name: self.config.node_name.clone(),
+                    uplink_addrs: kernel::addresses(h, uplink.index).await?,
+                };
+                let d = desired::desired(items, &local);
+                self.report_skips(&d);
+                Some(d)
+            }
+            None => None,
+        };
+
+        let actual = Actual {
+            routes: kernel::our_routes(h).await?,
+            neighbours: kernel::neighbours(h, uplink.index).await?,
+            trie: dp.trie()?,
+            bridge_nets: kernel::addresses(h, bridge.index).await?,
+            bridge_neighbours: kernel::neighbours(h, bridge.index).await?,
+            fdb: kernel::fdb(h, bridge.index).await?,
+            ports: ports.iter().map(|p| p.index).collect(),
+            endpoints: dp.endpoints()?,
+        };
+        let up = Uplink {
+            index: uplink.index,
+            mac: uplink.mac,
+            mtu: uplink.mtu,
+        };
+        let ops = match &desired {
+            Some(d) => plan::plan(d, &actual, &up),
+            // No node list yet: only the endpoints, which do not depend on it.
+            None => plan::plan(&Desired::default(), &actual, &up)
+                .into_iter()
+                .filter(|op| matches!(op, Op::PutEndpoint { .. } | Op::DeleteEndpoint { .. }))
+                .collect(),
+        };
+        let mut round = Round {
+            ops: ops.len(),
+            ..Round::default()
+        };
+        for op in ops {
+            if let Err(error) = self.apply(dp, &op, uplink.index).await {
+                tracing::warn!(?op, %error, "operation failed; retried next round");
+                round.errors += 1;
+            } else {
+                tracing::debug!(?op, "applied");
+            }
+        }
+        round.duration = start.elapsed();
+        Ok(round)
+    }
+
+    async fn apply(&self, dp: &mut Dataplane, op: &Op, uplink: u32) -> Result<(), Error> {
+        let h = &self.handle;
+        match op {
+            Op::ResolveNeighbour { ip } => kernel::resolve_neighbour(h, *ip, uplink).await?,
+            Op::ReplaceRoute { cidr, via } => {
+                kernel::replace_route(h, *cidr, *via, uplink).await?;
+                tracing::info!(%cidr, %via, "route installed");
+            }
+            Op::PutTrie { cidr, route } => dp.put_trie(*cidr, *route)?,
+            Op::PutEndpoint { ip, endpoint } => {
+                dp.put_endpoint(*ip, *endpoint)?;
+                tracing::debug!(%ip, port = endpoint.ifindex, "endpoint");
+            }
+            Op::DeleteTrie { cidr } => dp.delete_trie(*cidr)?,
+            Op::DeleteEndpoint { ip } => dp.delete_endpoint(*ip)?,
+            Op::DeleteRoute { route } => {
+                kernel::delete_route(h, route).await?;
+                tracing::info!(cidr = %route.cidr, "route removed");
+            }
+            Op::DeleteNeighbour { neighbour } => kernel::delete_neighbour(h, neighbour).await?,
+        }
+        Ok(())
+    }
+
+    /// Logs each skipped node once per change of the skip set, and counts them by reason.
+    fn report_skips(&mut self, d: &Desired) {
+        if d.skipped == self.reported_skips {
+            return;
+        }
+        let before: BTreeSet<String> = self
+            .reported_skips
+            .iter()
+            .map(|s| format!("{}{}", s.node, s.reason))
+            .collect();
+        for s in &d.skipped {
+            if !before.contains(&format!("{}{}", s.node, s.reason)) {
+                tracing::warn!(
+                    node = s.node,
+                    reason = s.reason.kind(),
+                    "skipping node: {}",
+                    s.reason
+                );
+            }
+        }
+        self.skipped_by_reason.clear();
+        for s in &d.skipped {
+            *self.skipped_by_reason.entry(s.reason.kind()).or_default() += 1;
+        }
+        self.reported_skips.clone_from(&d.skipped);
+    }
+}
+
+/// Subscribes to the netlink events that can make the kernel state differ from the desired
+/// one (links, addresses, routes, neighbours, forwarding settings) and wakes `notify` on each.
+pub fn watch_netlink(notify: Arc<Notify>) -> Result<(), Error> {
+    let (mut conn, _handle, mut messages) = rtnetlink::new_connection().map_err(Error::Netlink)?;
+    let groups = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
+    let socket = conn.socket_mut().socket_mut();
+    socket
+        .bind(&SocketAddr::new(0, groups))
+        .map_err(Error::Netlink)?;
+    socket
+        .add_membership(RTNLGRP_IPV4_NETCONF)
+        .map_err(Error::Netlink)?;
+    tokio::spawn(conn);
+    tokio::spawn(async move {
+        while messages.next().await.is_some() {
+            notify.notify_one();
+        }
+    });
+    Ok(())
+}
