@@ -28,7 +28,12 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(hostgw_agent::run(config, hostgw_agent::shutdown_signal()))?;
+            runtime.block_on(async {
+                let shutdown =
+                    hostgw_agent::shutdown_signal().context("installing signal handlers")?;
+                hostgw_agent::run(config, shutdown).await?;
+                anyhow::Ok(())
+            })?;
         }
     }
     Ok(())

@@ -42,7 +42,7 @@ fn nightly_cargo(subcommand: &str, path: &std::ffi::OsStr) -> Command {
         .args(["--package", PACKAGE, "--bins", "--target", TARGET])
         .args(["-Z", "build-std=core"])
         .arg("--target-dir")
-        .arg(root.join("target").join("ebpf"))
+        .arg(crate::util::target_dir().join("ebpf"))
         .current_dir(&root)
         .env("PATH", path)
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags())
@@ -61,7 +61,7 @@ pub fn clippy(path: &std::ffi::OsStr) -> anyhow::Result<()> {
 /// Builds the eBPF object and returns its path.
 pub fn build(opts: &Options) -> anyhow::Result<PathBuf> {
     let path = toolchain::ensure()?;
-    let target_dir = workspace_root().join("target").join("ebpf");
+    let target_dir = crate::util::target_dir().join("ebpf");
     let mut cmd = nightly_cargo("build", &path);
     if !opts.debug {
         cmd.arg("--release");

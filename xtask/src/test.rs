@@ -137,7 +137,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             &["--nocapture"],
             opts,
         );
-        cmd.env("HOSTGW_AGENT_BIN", root.join("target/debug/hostgw-agent"));
+        cmd.env(
+            "HOSTGW_AGENT_BIN",
+            util::target_dir().join("debug/hostgw-agent"),
+        );
         if !is_root() {
             say("not root: running the test binaries through `sudo -E`");
             cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
