@@ -54,8 +54,28 @@ pub struct RunArgs {
 
     /// Read the nodes from this file: a v1 `NodeList` in YAML or JSON, as `kubectl get
     /// nodes -o yaml` prints it. The file is watched; edits apply without a restart.
+    /// Without it the nodes come from the Kubernetes API (in-cluster configuration, or
+    /// `--kubeconfig`).
     #[arg(long, env = "HOSTGW_NODES_FILE")]
     pub nodes_file: Option<PathBuf>,
+
+    /// Kubeconfig file for the Kubernetes API; in a pod the in-cluster configuration is used.
+    /// Ignored when `--nodes-file` is given.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Prefix of the node annotations read as in flannel: `<prefix>/public-ip-overwrite`,
+    /// else `<prefix>/public-ip`, replaces the `InternalIP` as the node's next hop.
+    #[arg(
+        long,
+        env = "HOSTGW_KUBE_ANNOTATION_PREFIX",
+        default_value = "flannel.alpha.coreos.com"
+    )]
+    pub kube_annotation_prefix: String,
+
+    /// Address of the HTTP endpoint: `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "HOSTGW_METRICS_ADDR", default_value = "0.0.0.0:9403")]
+    pub metrics_addr: std::net::SocketAddr,
 
     /// When adopting programs a previous agent left attached (pinned links), replace them
     /// with this binary's programs, atomically per hook. Without it the running programs stay.

@@ -33,6 +33,11 @@ pub enum ConfigError {
         "--node-name: {0:?} is not a valid node name (lowercase letters, digits, '-' and '.', at most 253)"
     )]
     NodeNameInvalid(String),
+    /// An annotation prefix that cannot prefix a Kubernetes annotation key.
+    #[error(
+        "--kube-annotation-prefix: {0:?} is not a DNS subdomain such as flannel.alpha.coreos.com"
+    )]
+    AnnotationPrefix(String),
     /// A resync interval of zero.
     #[error("--resync-seconds: must be at least 1")]
     Resync,
@@ -49,6 +54,9 @@ pub struct Config {
     pub fib_fallback: bool,
     pub node_name: String,
     pub nodes_file: Option<PathBuf>,
+    pub kubeconfig: Option<PathBuf>,
+    pub kube_annotation_prefix: String,
+    pub metrics_addr: std::net::SocketAddr,
     pub replace_programs: bool,
     pub resync: std::time::Duration,
 }
@@ -82,12 +90,29 @@ impl TryFrom<RunArgs> for Config {
         if !valid {
             return Err(ConfigError::NodeNameInvalid(node_name));
         }
+        let prefix = &args.kube_annotation_prefix;
+        let prefix_ok = !prefix.is_empty()
+            && prefix.len() <= 253
+            && prefix.split('.').all(|label| {
+                !label.is_empty()
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            });
+        if !prefix_ok {
+            return Err(ConfigError::AnnotationPrefix(prefix.clone()));
+        }
         if args.resync_seconds == 0 {
             return Err(ConfigError::Resync);
         }
         Ok(Self {
             node_name,
             nodes_file: args.nodes_file,
+            kubeconfig: args.kubeconfig,
+            kube_annotation_prefix: args.kube_annotation_prefix,
+            metrics_addr: args.metrics_addr,
             replace_programs: args.replace_programs,
             resync: std::time::Duration::from_secs(args.resync_seconds),
             uplink: args.uplink,

@@ -19,8 +19,10 @@ pub mod cli;
 pub mod config;
 pub mod dataplane;
 pub mod desired;
+pub mod http;
 pub mod iface;
 pub mod kernel;
+pub mod kube_source;
 pub mod netns;
 pub mod nodes;
 pub mod plan;
@@ -53,6 +55,12 @@ pub enum Error {
     /// A netlink request failed.
     #[error(transparent)]
     Kernel(#[from] kernel::KernelError),
+    /// The Kubernetes client could not be set up.
+    #[error(transparent)]
+    Kube(#[from] kube_source::KubeError),
+    /// The HTTP endpoint could not start.
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
     /// IPv4 forwarding could not be switched on.
     #[error("cannot enable IPv4 forwarding (net.ipv4.ip_forward)")]
     Forwarding(#[source] std::io::Error),
@@ -148,16 +156,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "dataplane attached"
     );
 
-    let mut nodes = config.nodes_file.clone().map(source::watch_file);
-    if nodes.is_none() {
-        tracing::warn!("no node source (--nodes-file): no routes will be installed");
-    }
+    let health = Arc::new(http::Health::default());
+    let addr = http::serve(config.metrics_addr, Arc::clone(&health)).await?;
+    tracing::info!(%addr, "HTTP endpoint (/healthz, /readyz)");
+    let mut nodes = node_source(&config).await?;
     let mut reconciler = reconcile::Reconciler::new(config.clone(), handle, nodes.clone());
     let mut resync = tokio::time::interval(config.resync);
     tokio::pin!(shutdown);
     let mut first = true;
     loop {
         let result = reconciler.round(&mut dp).await;
+        // Ready once a round has applied a node list without errors (or, without a node
+        // source, once the dataplane is set up).
+        if !health.is_ready()
+            && let Ok(round) = &result
+            && round.errors == 0
+            && (round.nodes_applied || nodes.is_none())
+        {
+            tracing::info!("ready: the node list is applied");
+            health.set_ready();
+        }
         match result {
             Ok(round) if round.ops > 0 || first => tracing::info!(
                 ops = round.ops,
@@ -187,6 +205,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         dp.detach()?;
     }
     Ok(())
+}
+
+/// The configured node source: `--nodes-file`, else the Kubernetes API when a kubeconfig is
+/// given or the agent runs in a pod, else none (the dataplane runs without routes).
+async fn node_source(config: &Config) -> Result<Option<source::Nodes>, Error> {
+    let prefix = config.kube_annotation_prefix.clone();
+    if let Some(path) = &config.nodes_file {
+        tracing::info!(path = %path.display(), "node source: file");
+        return Ok(Some(source::watch_file(path.clone(), prefix)));
+    }
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    if config.kubeconfig.is_none() && !in_cluster {
+        tracing::warn!(
+            "no node source (--nodes-file, --kubeconfig or in-cluster): no routes will be installed"
+        );
+        return Ok(None);
+    }
+    let client = kube_source::client(config.kubeconfig.as_deref()).await?;
+    tracing::info!("node source: the Kubernetes API");
+    Ok(Some(kube_source::watch_nodes(client, prefix)))
 }
 
 /// Resolves when the node list changes; never when there is no node source.
@@ -246,6 +284,9 @@ mod tests {
         Config {
             node_name: "n1".to_owned(),
             nodes_file: None,
+            kubeconfig: None,
+            kube_annotation_prefix: nodes::DEFAULT_ANNOTATION_PREFIX.to_owned(),
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
             replace_programs: false,
             resync: Duration::from_secs(30),
             uplink: "eth0".to_owned(),

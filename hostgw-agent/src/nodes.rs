@@ -21,27 +21,44 @@ pub struct NodeInfo {
     pub internal_ips: Vec<String>,
 }
 
+/// flannel's default annotation prefix.
+pub const DEFAULT_ANNOTATION_PREFIX: &str = "flannel.alpha.coreos.com";
+
 impl NodeInfo {
-    /// The host-gw view of a Kubernetes `Node`.
-    pub fn from_node(node: &Node) -> Self {
+    /// The host-gw view of a Kubernetes `Node`. As in flannel, the annotation
+    /// `<prefix>/public-ip-overwrite`, else `<prefix>/public-ip`, replaces the `InternalIP`s.
+    pub fn from_node(node: &Node, annotation_prefix: &str) -> Self {
         let spec = node.spec.as_ref();
         let pod_cidrs = spec
             .and_then(|s| s.pod_cidrs.clone())
             .filter(|c| !c.is_empty())
             .or_else(|| spec.and_then(|s| s.pod_cidr.clone()).map(|c| vec![c]))
             .unwrap_or_default();
-        let internal_ips = node
-            .status
-            .as_ref()
-            .and_then(|s| s.addresses.as_ref())
-            .map(|addrs| {
-                addrs
-                    .iter()
-                    .filter(|a| a.type_ == "InternalIP")
-                    .map(|a| a.address.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let annotation = |key: &str| {
+            node.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(&format!("{annotation_prefix}/{key}")))
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let public = annotation("public-ip-overwrite").or_else(|| annotation("public-ip"));
+        let internal_ips = public.map_or_else(
+            || {
+                node.status
+                    .as_ref()
+                    .and_then(|s| s.addresses.as_ref())
+                    .map(|addrs| {
+                        addrs
+                            .iter()
+                            .filter(|a| a.type_ == "InternalIP")
+                            .map(|a| a.address.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            },
+            |ip| vec![ip],
+        );
         Self {
             name: node.metadata.name.clone().unwrap_or_default(),
             pod_cidrs,
@@ -88,16 +105,20 @@ pub enum NodesFileError {
 }
 
 /// Reads and parses a nodes file.
-pub fn read_file(path: &Path) -> Result<Vec<Item>, NodesFileError> {
+pub fn read_file(path: &Path, annotation_prefix: &str) -> Result<Vec<Item>, NodesFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| NodesFileError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(path, &text)
+    parse(path, &text, annotation_prefix)
 }
 
 /// Parses the text of a nodes file; `path` only names it in errors.
-pub fn parse(path: &Path, text: &str) -> Result<Vec<Item>, NodesFileError> {
+pub fn parse(
+    path: &Path,
+    text: &str,
+    annotation_prefix: &str,
+) -> Result<Vec<Item>, NodesFileError> {
     let doc = to_json(path, text)?;
     let shape = |field, message: String| NodesFileError::Shape {
         path: path.to_path_buf(),
@@ -127,10 +148,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Item>, NodesFileError> {
         Some(serde_json::Value::Null) | None => return Ok(Vec::new()),
         Some(other) => return Err(shape("items", format!("expected a list, found {other}"))),
     };
-    Ok(items.iter().enumerate().map(|(i, v)| item(i, v)).collect())
+    Ok(items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| item(i, v, annotation_prefix))
+        .collect())
 }
 
-fn item(index: usize, value: &serde_json::Value) -> Item {
+fn item(index: usize, value: &serde_json::Value, annotation_prefix: &str) -> Item {
     let name = value
         .pointer("/metadata/name")
         .and_then(|n| n.as_str())
@@ -143,7 +168,7 @@ fn item(index: usize, value: &serde_json::Value) -> Item {
     }
     match serde_path_to_error::deserialize::<_, Node>(value) {
         Ok(node) if node.metadata.name.as_deref().is_some_and(|n| !n.is_empty()) => {
-            Item::Node(NodeInfo::from_node(&node))
+            Item::Node(NodeInfo::from_node(&node, annotation_prefix))
         }
         Ok(_) => Item::Malformed {
             name,
@@ -215,7 +240,35 @@ metadata:
 "#;
 
     fn p(text: &str) -> Result<Vec<Item>, NodesFileError> {
-        parse(Path::new("nodes.yaml"), text)
+        parse(Path::new("nodes.yaml"), text, DEFAULT_ANNOTATION_PREFIX)
+    }
+
+    #[test]
+    fn flannel_public_ip_annotations_override_the_internal_ip() {
+        let node = |annotations: &str| {
+            format!(
+                "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Node\n  metadata:\n    name: a\n    annotations: {{{annotations}}}\n  spec: {{podCIDR: 10.1.1.0/24}}\n  status: {{addresses: [{{type: InternalIP, address: 172.20.11.11}}]}}\n"
+            )
+        };
+        let ips = |text: &str, prefix: &str| match &parse(Path::new("n"), text, prefix).unwrap()[0]
+        {
+            Item::Node(n) => n.internal_ips.clone(),
+            other @ Item::Malformed { .. } => panic!("{other:?}"),
+        };
+        assert_eq!(
+            ips(&node(""), DEFAULT_ANNOTATION_PREFIX),
+            vec!["172.20.11.11"]
+        );
+        let public = node("flannel.alpha.coreos.com/public-ip: 192.0.2.5");
+        assert_eq!(ips(&public, DEFAULT_ANNOTATION_PREFIX), vec!["192.0.2.5"]);
+        let both = node(
+            "flannel.alpha.coreos.com/public-ip: 192.0.2.5, flannel.alpha.coreos.com/public-ip-overwrite: 192.0.2.9",
+        );
+        assert_eq!(ips(&both, DEFAULT_ANNOTATION_PREFIX), vec!["192.0.2.9"]);
+        // Another prefix ignores flannel's annotations and reads its own.
+        assert_eq!(ips(&both, "example.com"), vec!["172.20.11.11"]);
+        let own = node("example.com/public-ip: 192.0.2.7");
+        assert_eq!(ips(&own, "example.com"), vec!["192.0.2.7"]);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Round {
     pub ops: usize,
     pub errors: usize,
     pub duration: Duration,
+    /// Whether a node list was planned against (rather than none being available yet).
+    pub nodes_applied: bool,
 }
 
 /// The reconciler's state between rounds.
@@ -135,6 +137,7 @@ impl Reconciler {
         };
         let mut round = Round {
             ops: ops.len(),
+            nodes_applied: desired.is_some(),
             ..Round::default()
         };
         for op in ops {

@@ -22,8 +22,11 @@ const POLL: Duration = Duration::from_secs(2);
 
 /// Reads `path` now and starts watching it. The returned receiver holds the first read's
 /// result already when the file is good.
-pub fn watch_file(path: PathBuf) -> Nodes {
-    let mut state = State::default();
+pub fn watch_file(path: PathBuf, annotation_prefix: String) -> Nodes {
+    let mut state = State {
+        prefix: annotation_prefix,
+        ..State::default()
+    };
     state.read(&path);
     let (tx, rx) = watch::channel(state.good.clone().map(Arc::new));
     tokio::spawn(run(path, tx, state));
@@ -33,6 +36,7 @@ pub fn watch_file(path: PathBuf) -> Nodes {
 /// The last good list and the error last reported, so each bad version is logged once.
 #[derive(Default)]
 struct State {
+    prefix: String,
     good: Option<Vec<Item>>,
     reported: Option<String>,
 }
@@ -40,7 +44,7 @@ struct State {
 impl State {
     /// Reads the file; returns the list when it differs from the last good one.
     fn read(&mut self, path: &Path) -> Option<Vec<Item>> {
-        match nodes::read_file(path) {
+        match nodes::read_file(path, &self.prefix) {
             Ok(items) => {
                 self.reported = None;
                 if self.good.as_ref() == Some(&items) {
