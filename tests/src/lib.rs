@@ -3,9 +3,11 @@
 //!
 //! Everything a test creates lives in network namespaces it made (`hgw-<pid>-<name>`) and in pin
 //! directories below `/sys/fs/bpf/hostgw-test-<pid>-<name>`; nothing is added to the root
-//! namespace.
+//! namespace. [`lab`] builds whole host-gw clusters (nodes, pods, agents) from these guards, for
+//! the end-to-end tests and the `hostgw-lab` demo binary.
 
 pub mod frame;
+pub mod lab;
 
 use std::{
     path::{Path, PathBuf},
@@ -192,6 +194,8 @@ pub fn agent_binary() -> &'static Path {
 pub struct Agent {
     child: Option<Child>,
     log: PathBuf,
+    /// Whether the log is this guard's to remove on drop.
+    owns_log: bool,
 }
 
 impl Agent {
@@ -217,7 +221,80 @@ impl Agent {
         Self {
             child: Some(child),
             log,
+            owns_log: true,
         }
+    }
+
+    /// Starts `hostgw-agent ARGS…` appending its log, without colours, to `log`, which the
+    /// caller owns (it outlives this guard, so a restarted agent's log follows the old one).
+    pub fn start_with_log(args: &[&str], log: &Path) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("cannot open the agent log {}: {e}", log.display()));
+        let child = Command::new(agent_binary())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", agent_binary().display()));
+        Self {
+            child: Some(child),
+            log: log.to_path_buf(),
+            owns_log: false,
+        }
+    }
+
+    /// The agent's process id, while this guard still holds it.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the agent process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops the agent for good without panicking (for teardown): SIGTERM, then SIGKILL if it
+    /// has not exited within `grace`. Returns its exit status, if it was still held.
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // SAFETY: kill has no memory-safety preconditions; `pid` is our own child, not yet
+            // reaped, so the id cannot have been reused.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let start = Instant::now();
+        while start.elapsed() < grace {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "warning: agent {} ignored SIGTERM for {grace:?}, killing it",
+            child.id()
+        );
+        let _ignored = child.kill();
+        child.wait().ok()
+    }
+
+    /// Leaves the agent running after this guard is gone (for a lab kept up on purpose).
+    pub fn detach(mut self) -> Option<u32> {
+        let pid = self.pid();
+        // Dropping a `Child` neither kills nor waits for it.
+        drop(self.child.take());
+        self.owns_log = false;
+        pid
     }
 
     /// What the agent logged so far.
@@ -294,6 +371,8 @@ impl Drop for Agent {
             let _ignored = child.kill();
             let _ignored = child.wait();
         }
-        let _ignored = std::fs::remove_file(&self.log);
+        if self.owns_log {
+            let _ignored = std::fs::remove_file(&self.log);
+        }
     }
 }

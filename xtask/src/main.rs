@@ -1,9 +1,11 @@
-//! Developer commands for hostgw: `cargo xtask build-ebpf`, `cargo xtask test`.
+//! Developer commands for hostgw: `cargo xtask build-ebpf`, `cargo xtask test`,
+//! `cargo xtask demo`.
 //!
 //! Every command first makes sure the machine can build the eBPF programs (see
 //! [`toolchain`]) and says what it installs, so a fresh machine with only rustup and apt gets
 //! from `git clone` to a tested dataplane without manual steps.
 
+mod demo;
 mod ebpf;
 mod packages;
 mod test;
@@ -27,6 +29,10 @@ enum Command {
     /// Install what the tests need, build, and run every test: the unprivileged ones and those
     /// that need root (program tests, network-namespace tests).
     Test(test::Options),
+    /// Install what is missing, build, start a 3-node lab with the agent on every node and walk
+    /// a packet through it: routes, traceroute, ping, a TCP transfer, then the fast-path
+    /// counters next to the kernel's. Tears the lab down at the end unless `--keep`.
+    Demo(demo::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +40,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::BuildEbpf(opts) => ebpf::build(&opts).map(|_| ()),
         Command::Test(opts) => test::run(&opts),
+        Command::Demo(opts) => demo::run(&opts),
     }
 }

@@ -1,0 +1,124 @@
+//! `cargo xtask demo`: the README's main-job command. Installs what is missing (the eBPF
+//! toolchain, the Debian packages the lab calls), builds the agent and the lab binary, and runs
+//! `hostgw-lab demo` as root: a 3-node lab with the agent on every node, walked through the
+//! host-gw packet walk. The lab binary tears the lab down on exit and on Ctrl-C; `--keep`
+//! leaves it up and prints how to explore and remove it.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    packages, toolchain,
+    util::{self, describe, is_root, say, workspace_root},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Leave the lab up afterwards and print how to explore it (`ip netns exec …`) and how to
+    /// tear it down.
+    #[arg(long)]
+    pub keep: bool,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u8,
+    /// Pods per node.
+    #[arg(long, default_value_t = 2)]
+    pub pods: u8,
+    /// Further arguments for `hostgw-lab demo` (`--megabytes N`, `--name NAME`).
+    #[arg(last = true)]
+    pub lab_args: Vec<String>,
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    let path = toolchain::ensure()?;
+    packages::ensure(packages::TEST_PACKAGES)?;
+    let root = workspace_root();
+
+    say("building hostgw-agent (with its embedded eBPF object) and the lab binary hostgw-lab");
+    util::run(
+        Command::new("cargo")
+            .args([
+                "build",
+                "--package",
+                "hostgw-agent",
+                "--package",
+                "hostgw-tests",
+                "--bins",
+            ])
+            .current_dir(&root)
+            .env("PATH", &path),
+    )?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("debug");
+    let agent = target.join("hostgw-agent");
+    let lab = target.join("hostgw-lab");
+
+    let mut cmd = if is_root() {
+        Command::new(&lab)
+    } else {
+        say("not root: running the lab through `sudo -E`");
+        let mut c = Command::new("sudo");
+        c.arg("-E").arg(&lab);
+        c
+    };
+    cmd.arg("demo")
+        .args(["--nodes", &opts.nodes.to_string()])
+        .args(["--pods", &opts.pods.to_string()])
+        .args(&opts.lab_args)
+        .env("HOSTGW_AGENT_BIN", &agent)
+        .env("PATH", &path);
+    if opts.keep {
+        cmd.arg("--keep");
+    }
+    say(format!(
+        "starting a {}-node × {}-pod lab with the agent on every node, and walking a packet \
+         through it{}",
+        opts.nodes,
+        opts.pods,
+        if opts.keep {
+            " (--keep: the lab stays up)"
+        } else {
+            "; the lab is torn down at the end"
+        }
+    ));
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("failed to start {}", describe(&cmd)))?;
+    // Ctrl-C reaches the lab binary too, which tears the lab down and exits: wait for that
+    // rather than dying first and leaving it to finish in the background.
+    let _ignore = IgnoreInterrupts::new();
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {}", describe(&cmd)))?;
+    if !status.success() {
+        bail!("{} failed: {status}", describe(&cmd));
+    }
+    Ok(())
+}
+
+/// Ignores SIGINT and SIGTERM in this process while it lives.
+struct IgnoreInterrupts {
+    previous: [libc::sighandler_t; 2],
+}
+
+impl IgnoreInterrupts {
+    const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
+    fn new() -> Self {
+        // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety
+        // preconditions.
+        let previous = Self::SIGNALS.map(|s| unsafe { libc::signal(s, libc::SIG_IGN) });
+        Self { previous }
+    }
+}
+
+impl Drop for IgnoreInterrupts {
+    fn drop(&mut self) {
+        for (s, h) in Self::SIGNALS.iter().zip(self.previous) {
+            // SAFETY: restores the disposition `new` found.
+            unsafe { libc::signal(*s, h) };
+        }
+    }
+}
