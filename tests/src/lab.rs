@@ -824,8 +824,16 @@ impl Lab {
     }
 
     fn spawn_agent(&mut self, i: usize) {
+        self.spawn_agent_with(i, &[]);
+    }
+
+    fn spawn_agent_with(&mut self, i: usize, extra: &[&str]) {
         let args = self.agent_args(i);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+            .collect();
         let node = self.node_mut(i);
         let _ignored = std::fs::OpenOptions::new()
             .create(true)
@@ -929,10 +937,20 @@ impl Lab {
             Mode::FastPath,
             "a kernel-only lab runs no agents"
         );
+        self.restart_agent_with(i, &[]);
+    }
+
+    /// [`Lab::restart_agent`] with extra agent flags (e.g. `--replace-programs`).
+    pub fn restart_agent_with(&mut self, i: usize, extra: &[&str]) {
+        assert_eq!(
+            self.mode,
+            Mode::FastPath,
+            "a kernel-only lab runs no agents"
+        );
         if let Some(mut agent) = self.node_mut(i).agent.take() {
             agent.stop(libc::SIGTERM, Duration::from_secs(10));
         }
-        self.spawn_agent(i);
+        self.spawn_agent_with(i, extra);
         self.wait_agent_ready(i);
     }
 

@@ -416,6 +416,48 @@ fn agent_sigkill_loses_no_packet_and_restart_adopts_pins() {
 }
 
 #[test]
+fn replace_programs_swaps_them_in_place_without_loss() {
+    let mut lab = lab("freplace", Mode::FastPath);
+    let (from, to) = (lab.pod(1, 1), lab.pod(2, 1).ip());
+    let warm = lab.ping(from, to, 3, Duration::from_millis(200));
+    assert_pings(&lab, warm, 3, "warm-up n1p1 → n2p1");
+    let link = lab.xdp_link_id(1).expect("n1 has a pinned XDP link");
+    let prog = lab.xdp_prog_id(1).expect("n1 has an XDP program");
+
+    let count = 300;
+    let job = lab.ping_spawn(from, to, count, Duration::from_millis(10));
+    std::thread::sleep(Duration::from_millis(500));
+    lab.kill_agent(1, libc::SIGKILL);
+    lab.restart_agent_with(1, &["--replace-programs"]);
+    let stats = job.wait(Duration::from_secs(30));
+    assert_pings(
+        &lab,
+        stats,
+        count,
+        "100 pps ping across a restart that replaces the programs",
+    );
+    // The same link, updated in place to the new agent's program.
+    assert_eq!(
+        lab.xdp_link_id(1),
+        Some(link),
+        "the XDP link was recreated, not updated"
+    );
+    let now = lab.xdp_prog_id(1).expect("n1 has an XDP program");
+    assert_ne!(
+        now, prog,
+        "--replace-programs left the old XDP program in place"
+    );
+    let before = lab.fast_path_counters(1);
+    let again = lab.ping(lab.pod(1, 1), to, 20, Duration::from_millis(10));
+    assert_pings(&lab, again, 20, "n1p1 → n2p1 on the replaced programs");
+    let grew = lab.fast_path_counters(1).since(&before).fast();
+    assert!(
+        grew >= 40,
+        "the replaced programs fast-pathed {grew} of 40 packets"
+    );
+}
+
+#[test]
 fn deleted_route_is_back_within_a_second() {
     let lab = lab("fdel", Mode::FastPath);
     let cidr = lab.node(2).pod_cidr();
