@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// hostgw: eBPF host-gw forwarding for Kubernetes nodes on one L2 segment.
 #[derive(Debug, Parser)]
@@ -82,7 +82,24 @@ pub struct RunArgs {
     #[arg(long, env = "HOSTGW_REPLACE_PROGRAMS")]
     pub replace_programs: bool,
 
+    /// Whether a flow must be established in netfilter's conntrack, without NAT, before the
+    /// programs forward it. `auto` turns it on while the node has NAT rules (kube-proxy,
+    /// masquerade) and off on a pure routing node.
+    #[arg(long, env = "HOSTGW_CONNTRACK_GATE", value_enum, default_value_t = GateMode::Auto)]
+    pub conntrack_gate: GateMode,
+
     /// Seconds between full resyncs, on top of the ones events trigger.
     #[arg(long, env = "HOSTGW_RESYNC_SECONDS", default_value_t = 30)]
     pub resync_seconds: u64,
+}
+
+/// `--conntrack-gate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GateMode {
+    /// On while the node has NAT rules (nftables `nat` chains or the iptables `nat` table).
+    Auto,
+    /// Always on.
+    On,
+    /// Always off: every routed flow may take the fast path.
+    Off,
 }

@@ -58,6 +58,7 @@ pub struct Config {
     pub kube_annotation_prefix: String,
     pub metrics_addr: std::net::SocketAddr,
     pub replace_programs: bool,
+    pub conntrack_gate: crate::cli::GateMode,
     pub resync: std::time::Duration,
 }
 
@@ -114,6 +115,7 @@ impl TryFrom<RunArgs> for Config {
             kube_annotation_prefix: args.kube_annotation_prefix,
             metrics_addr: args.metrics_addr,
             replace_programs: args.replace_programs,
+            conntrack_gate: args.conntrack_gate,
             resync: std::time::Duration::from_secs(args.resync_seconds),
             uplink: args.uplink,
             bridge: args.bridge,

@@ -43,6 +43,9 @@ pub enum DataplaneError {
     /// The eBPF object did not load (verifier, BTF, map creation or pin reuse).
     #[error("loading the eBPF object failed")]
     Load(#[source] Box<aya::EbpfError>),
+    /// The embedded object could not be prepared for this kernel.
+    #[error("preparing the eBPF object for this kernel failed")]
+    Object(#[source] Box<crate::kfunc::KfuncError>),
     /// The object lacks a program the agent expects: the binary and object disagree.
     #[error("the eBPF object has no program {0}")]
     MissingProgram(&'static str),
@@ -153,9 +156,16 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Loads the embedded object with `config` as its read-only configuration, reusing maps
-    /// pinned in `pin_dir` and pinning new ones there. `pin_dir` must exist on a bpffs.
-    pub fn load(pin_dir: &Path, config: &hostgw_common::Config) -> Result<Self, DataplaneError> {
+    /// Loads the embedded object (its kfunc calls prepared for `kernel`) with `config` as its
+    /// read-only configuration, reusing maps pinned in `pin_dir` and pinning new ones there.
+    /// `pin_dir` must exist on a bpffs.
+    pub fn load(
+        pin_dir: &Path,
+        config: &hostgw_common::Config,
+        kernel: &crate::kfunc::Kernel,
+    ) -> Result<Self, DataplaneError> {
+        let object = crate::kfunc::PatchedObject::new(kernel)
+            .map_err(|e| DataplaneError::Object(Box::new(e)))?;
         let links = pin_dir.join(LINKS_DIR);
         fs::create_dir_all(&links).map_err(|source| DataplaneError::PinDir {
             action: "creating",
@@ -172,7 +182,7 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader
-            .load(EBPF_OBJECT)
+            .load(object.bytes())
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
 
         for name in [names::PROG_EGRESS, names::PROG_INGRESS] {

@@ -22,7 +22,9 @@ pub mod desired;
 pub mod http;
 pub mod iface;
 pub mod kernel;
+pub mod kfunc;
 pub mod kube_source;
+pub mod nat;
 pub mod netns;
 pub mod nodes;
 pub mod plan;
@@ -91,7 +93,7 @@ impl Interfaces {
     ///
     /// `XDP_TX` is allowed unless the uplink is a veth: a veth in native XDP mode drops frames
     /// sent with `XDP_TX` when its peer has no NAPI, which is the peer namespace's choice.
-    pub fn program_config(&self, config: &Config) -> hostgw_common::Config {
+    pub fn program_config(&self, config: &Config, kernel: &kfunc::Kernel) -> hostgw_common::Config {
         let mut flags = 0;
         if config.fib_fallback {
             flags |= CONFIG_F_FIB_FALLBACK;
@@ -103,6 +105,8 @@ impl Interfaces {
             flags,
             uplink_ifindex: self.uplink.index,
             bridge_ifindex: self.bridge.index,
+            ct_status_off: kernel.ct_status_off.unwrap_or(0),
+            ct_opts_size: kernel.ct_opts_size.unwrap_or(0),
             pad: 0,
         }
     }
@@ -114,7 +118,24 @@ pub fn attach_all(
     config: &Config,
     ifaces: &Interfaces,
 ) -> Result<Dataplane, dataplane::DataplaneError> {
-    let mut dp = Dataplane::load(&config.pin_dir, &ifaces.program_config(config))?;
+    let kernel = match kfunc::read_kernel(std::path::Path::new(kfunc::VMLINUX_BTF)) {
+        Ok(k) => k,
+        Err(error) => {
+            tracing::warn!(%error, "no kernel BTF");
+            kfunc::Kernel::default()
+        }
+    };
+    if !kernel.has_conntrack_lookup() && config.conntrack_gate != cli::GateMode::Off {
+        tracing::warn!(
+            "this kernel has no conntrack lookup for BPF (bpf_skb_ct_lookup): while the \
+             conntrack gate is on, gated traffic always takes the kernel path"
+        );
+    }
+    let mut dp = Dataplane::load(
+        &config.pin_dir,
+        &ifaces.program_config(config, &kernel),
+        &kernel,
+    )?;
     dp.set_replace_programs(config.replace_programs);
     let attached = (|| {
         dp.attach_xdp(&ifaces.uplink)?;
@@ -288,6 +309,7 @@ mod tests {
             kube_annotation_prefix: nodes::DEFAULT_ANNOTATION_PREFIX.to_owned(),
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             replace_programs: false,
+            conntrack_gate: cli::GateMode::Auto,
             resync: Duration::from_secs(30),
             uplink: "eth0".to_owned(),
             bridge: "cni0".to_owned(),
@@ -305,7 +327,13 @@ mod tests {
             bridge: link(5, "cni0", false),
             ports: vec![],
         };
-        let c = ifaces.program_config(&config(true));
+        let kernel = kfunc::Kernel {
+            ct_status_off: Some(128),
+            ct_opts_size: Some(16),
+            ..kfunc::Kernel::default()
+        };
+        let c = ifaces.program_config(&config(true), &kernel);
+        assert_eq!((c.ct_status_off, c.ct_opts_size), (128, 16));
         assert_eq!(c.flags, CONFIG_F_FIB_FALLBACK | CONFIG_F_XDP_TX);
         assert_eq!((c.uplink_ifindex, c.bridge_ifindex), (2, 5));
 
@@ -314,6 +342,6 @@ mod tests {
             uplink: link(2, "eth0", true),
             ..ifaces
         };
-        assert_eq!(veth.program_config(&config(false)).flags, 0);
+        assert_eq!(veth.program_config(&config(false), &kernel).flags, 0);
     }
 }

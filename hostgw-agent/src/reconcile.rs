@@ -21,9 +21,10 @@ use tokio::sync::Notify;
 
 use crate::{
     Config, Error,
+    cli::GateMode,
     dataplane::Dataplane,
     desired::{self, Desired, Local, Skip},
-    iface, kernel,
+    iface, kernel, nat,
     nodes::Item,
     plan::{self, Actual, Op, Uplink},
     source::Nodes,
@@ -51,6 +52,8 @@ pub struct Reconciler {
     /// Skipped nodes last logged, so each is reported once per change.
     reported_skips: Vec<Skip>,
     node_state: Option<NodeState>,
+    /// NAT last seen by `--conntrack-gate auto`.
+    nat: Option<nat::Nat>,
     /// Skipped nodes by reason, for metrics.
     pub skipped_by_reason: BTreeMap<&'static str, usize>,
 }
@@ -63,6 +66,7 @@ impl Reconciler {
             nodes,
             reported_skips: Vec::new(),
             node_state: None,
+            nat: None,
             skipped_by_reason: BTreeMap::new(),
         }
     }
@@ -91,9 +95,17 @@ impl Reconciler {
             bridge: bridge.clone(),
             ports: ports.clone(),
         };
-        let state = NodeState::read(&ifaces);
+        let mut state = NodeState::read(&ifaces);
+        state.ct_gate = self.gate();
+        if self.node_state.is_none_or(|s| s.ct_gate != state.ct_gate) {
+            tracing::info!(mode = ?self.config.conntrack_gate, on = state.ct_gate, "conntrack gate");
+        }
         if self.node_state != Some(state) {
-            tracing::info!(forwarding_v4 = state.forwarding_v4, "node state");
+            tracing::info!(
+                forwarding_v4 = state.forwarding_v4,
+                ct_gate = state.ct_gate,
+                "node state"
+            );
             dp.set_state(state.to_map())?;
             self.node_state = Some(state);
         }
@@ -174,6 +186,31 @@ impl Reconciler {
             Op::DeleteNeighbour { neighbour } => kernel::delete_neighbour(h, neighbour).await?,
         }
         Ok(())
+    }
+
+    /// Whether the conntrack gate should be on now.
+    fn gate(&mut self) -> bool {
+        match self.config.conntrack_gate {
+            GateMode::On => true,
+            GateMode::Off => false,
+            GateMode::Auto => match nat::detect() {
+                Ok(n) => {
+                    if Some(n) != self.nat {
+                        tracing::info!(
+                            nft_nat_chains = n.nft_chains,
+                            iptables_nat_table = n.legacy_table,
+                            "netfilter NAT"
+                        );
+                        self.nat = Some(n);
+                    }
+                    n.present()
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot tell whether the node has NAT rules; gating to be safe");
+                    true
+                }
+            },
+        }
     }
 
     /// Logs each skipped node once per change of the skip set, and counts them by reason.

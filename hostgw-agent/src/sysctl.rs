@@ -5,7 +5,7 @@
 //! (`net.ipv4.conf.<dev>.forwarding`; `net.ipv4.ip_forward` sets it for every interface). The
 //! fast path forwards only while it is on for both the bridge and the uplink. Read-only here.
 
-use hostgw_common::{STATE_F_FORWARD_V4, State};
+use hostgw_common::{STATE_F_CT_GATE, STATE_F_FORWARD_V4, State};
 
 use crate::Interfaces;
 
@@ -13,6 +13,8 @@ use crate::Interfaces;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeState {
     pub forwarding_v4: bool,
+    /// The conntrack gate is on.
+    pub ct_gate: bool,
     pub bridge_mac: [u8; 6],
     pub uplink_mac: [u8; 6],
 }
@@ -32,6 +34,7 @@ impl NodeState {
         };
         Self {
             forwarding_v4: on(&ifaces.bridge.name) && on(&ifaces.uplink.name),
+            ct_gate: false,
             bridge_mac: ifaces.bridge.mac,
             uplink_mac: ifaces.uplink.mac,
         }
@@ -44,7 +47,7 @@ impl NodeState {
                 STATE_F_FORWARD_V4
             } else {
                 0
-            },
+            } | if self.ct_gate { STATE_F_CT_GATE } else { 0 },
             bridge_mac: self.bridge_mac,
             uplink_mac: self.uplink_mac,
         }

@@ -56,8 +56,17 @@ pub mod reason {
     /// Passed by XDP to the TC hook on the same interface, which decides (local delivery with
     /// `bpf_redirect_peer` and FIB lookups need an skb).
     pub const HANDOFF_TC: u32 = 17;
+    /// Conntrack gate: passed, conntrack has no confirmed entry for the flow yet.
+    pub const CT_NEW: u32 = 18;
+    /// Conntrack gate: passed, the flow's entry carries NAT.
+    pub const CT_NAT: u32 = 19;
+    /// Conntrack gate: passed, a protocol the gate cannot look up (not TCP or UDP).
+    pub const CT_PROTO: u32 = 20;
+    /// Conntrack gate: an established flow without NAT; forwarded (also counted under the
+    /// forwarding reason).
+    pub const CT_ESTABLISHED: u32 = 21;
     /// Number of reasons.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 22;
     /// Names, indexed by reason id, as metrics and `stats` print them.
     pub const NAMES: [&str; COUNT as usize] = [
         "fast_egress",
@@ -78,6 +87,10 @@ pub mod reason {
         "pass_not_fwded",
         "pass_rpf",
         "handoff_tc",
+        "ct_new",
+        "ct_nat",
+        "ct_proto",
+        "ct_established",
     ];
 }
 

@@ -134,10 +134,37 @@ pub struct Config {
     pub uplink_ifindex: u32,
     /// The bridge's ifindex.
     pub bridge_ifindex: u32,
+    /// Offset of `status` in the kernel's `struct nf_conn` (from its BTF), for the
+    /// conntrack gate.
+    pub ct_status_off: u32,
+    /// Size of the kernel's `struct bpf_ct_opts` (12 or 16 bytes depending on the kernel).
+    pub ct_opts_size: u32,
     /// Explicit padding, always zero.
     pub pad: u32,
 }
-const _: () = assert!(size_of::<Config>() == 16);
+const _: () = assert!(size_of::<Config>() == 24);
+
+/// Set in [`State::flags`] while the conntrack gate is on: only flows conntrack has confirmed
+/// without NAT are forwarded by the programs.
+pub const STATE_F_CT_GATE: u32 = 1 << 2;
+
+/// Placeholder call targets for the conntrack kfuncs. The programs call these as if they were
+/// helpers; before loading, the agent rewrites each such call into a kfunc call to the
+/// function's BTF id in the running kernel (or into `r0 = 0` where the kernel lacks it).
+pub mod kfunc {
+    /// `bpf_skb_ct_lookup`.
+    pub const SKB_CT_LOOKUP: u32 = 0x7e57_0001;
+    /// `bpf_xdp_ct_lookup`.
+    pub const XDP_CT_LOOKUP: u32 = 0x7e57_0002;
+    /// `bpf_ct_release`.
+    pub const CT_RELEASE: u32 = 0x7e57_0003;
+    /// Every placeholder with the kernel function it stands for.
+    pub const ALL: [(u32, &str); 3] = [
+        (SKB_CT_LOOKUP, "bpf_skb_ct_lookup"),
+        (XDP_CT_LOOKUP, "bpf_xdp_ct_lookup"),
+        (CT_RELEASE, "bpf_ct_release"),
+    ];
+}
 
 /// Set in [`State::flags`] while IPv4 forwarding is enabled on the node (the bridge's and the
 /// uplink's `net.ipv4.conf.<dev>.forwarding`). Clear, the programs forward nothing.

@@ -17,7 +17,7 @@ use aya::{
 };
 use hostgw_common::{
     CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, Config, Counter, Endpoint, ROUTE_F_RESOLVED, RouteV4,
-    STATE_F_FORWARD_V4, State,
+    STATE_F_CT_GATE, STATE_F_FORWARD_V4, State,
     counters::{self, hook, reason},
     names,
 };
@@ -199,10 +199,17 @@ impl World {
     }
 
     fn config(&self, flags: u32) -> Config {
+        let kernel = kernel();
         Config {
             flags,
             uplink_ifindex: self.uplink,
             bridge_ifindex: self.bridge,
+            ct_status_off: kernel
+                .ct_status_off
+                .expect("nf_conn.status in the kernel's BTF"),
+            ct_opts_size: kernel
+                .ct_opts_size
+                .expect("bpf_ct_opts in the kernel's BTF"),
             pad: 0,
         }
     }
@@ -263,6 +270,12 @@ impl World {
     }
 }
 
+/// What the running kernel offers the conntrack gate.
+fn kernel() -> hostgw_agent::kfunc::Kernel {
+    hostgw_agent::kfunc::read_kernel(std::path::Path::new(hostgw_agent::kfunc::VMLINUX_BTF))
+        .expect("the kernel's BTF")
+}
+
 fn sysctl(ns: &Netns, key: &str, value: &str) {
     sh(ns
         .command("sysctl")
@@ -277,9 +290,11 @@ struct Programs {
 impl Programs {
     fn load(world: &World, flags: u32) -> Self {
         let cfg = world.config(flags);
+        let object =
+            hostgw_agent::kfunc::PatchedObject::new(&kernel()).expect("kfunc calls prepared");
         let mut ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &cfg, true)
-            .load(hostgw_agent::dataplane::EBPF_OBJECT)
+            .load(object.bytes())
             .expect("the embedded object loads");
         for name in [names::PROG_EGRESS, names::PROG_INGRESS] {
             let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
@@ -324,9 +339,12 @@ impl Programs {
     }
 
     fn set_forwarding(&mut self, on: bool) {
+        self.set_state(if on { STATE_F_FORWARD_V4 } else { 0 });
+    }
+
+    fn set_state(&mut self, flags: u32) {
         let mut state: Array<_, State> =
             Array::try_from(self.ebpf.map_mut(names::STATE).unwrap()).unwrap();
-        let flags = if on { STATE_F_FORWARD_V4 } else { 0 };
         let state_value = State {
             flags,
             bridge_mac: BRIDGE_MAC,
@@ -403,6 +421,48 @@ impl Programs {
         (0..counters::STATS_LEN)
             .map(|i| stats.get(&i, 0).unwrap().iter().map(|c| c.packets).sum())
             .collect()
+    }
+
+    /// A forward with the conntrack gate on: the forwarding counter and `ct_established` move.
+    fn check_gated(&self, name: &str, prog: Prog, frame: &[u8], ifindex: u32, expect: Expect) {
+        let Expect::Fwd {
+            reason: why,
+            dmac,
+            smac,
+        } = expect
+        else {
+            panic!("{name}: check_gated is for forwards");
+        };
+        let before = self.counters();
+        let (rc, out) = self
+            .run(prog, frame, ifindex, 0)
+            .unwrap_or_else(|| panic!("{name}: refused"));
+        let after = self.counters();
+        let fwd = if prog == Prog::Xdp {
+            XDP_TX
+        } else {
+            TC_ACT_REDIRECT
+        };
+        let moved: Vec<(u32, u64)> = before
+            .iter()
+            .zip(&after)
+            .enumerate()
+            .filter(|(_, (b, a))| a != b)
+            .map(|(i, (b, a))| (i as u32, a - b))
+            .collect();
+        assert_eq!(
+            rc,
+            fwd,
+            "{name}: return code; counters moved: {}",
+            describe(&moved)
+        );
+        assert_rewritten(name, frame, &out, dmac, smac);
+        let mut want = vec![
+            (counters::index(prog.hook(), why), 1),
+            (counters::index(prog.hook(), reason::CT_ESTABLISHED), 1),
+        ];
+        want.sort_unstable();
+        assert_eq!(moved, want, "{name}: counters moved: {}", describe(&moved));
     }
 
     /// Runs one row and checks verdict, bytes and counters; panics naming the row.
@@ -1556,4 +1616,174 @@ fn model(prog: Prog, f: &[u8], w: &World) -> Expect {
             }
         }
     }
+}
+
+/// The conntrack gate: with it on, only flows conntrack has confirmed without NAT are
+/// forwarded. Conntrack entries are made with `conntrack -I` in the test namespace, where the
+/// programs' lookups run.
+#[test]
+fn conntrack_gate() {
+    inside("gate", |world| {
+        let mut progs = Programs::load(world, CONFIG_F_FIB_FALLBACK | CONFIG_F_XDP_TX);
+        progs.attach_xdp();
+        progs.set_state(STATE_F_FORWARD_V4 | STATE_F_CT_GATE);
+        let ct = |args: &str| {
+            let mut cmd = world.ns.command("conntrack");
+            cmd.args(["-I"]).args(args.split_whitespace());
+            sh(&mut cmd);
+        };
+        let (e, i, x) = (Prog::Egress, Prog::Ingress, Prog::Xdp);
+        let (port, up) = (world.port, world.uplink);
+        let pass = Expect::Pass;
+        let udp = |src, dst, sport: u16, dport: u16, dmac, smac| {
+            let mut frame = Ipv4Frame::udp(dmac, smac, src, dst, 16);
+            frame.payload[0..2].copy_from_slice(&sport.to_be_bytes());
+            frame.payload[2..4].copy_from_slice(&dport.to_be_bytes());
+            frame.bytes()
+        };
+        let tcp = |src, dst, sport: u16, dport: u16| {
+            let mut frame = Ipv4Frame::udp(BRIDGE_MAC, POD_MAC, src, dst, 0);
+            frame.proto = 6;
+            let mut header = vec![0u8; 20];
+            header[0..2].copy_from_slice(&sport.to_be_bytes());
+            header[2..4].copy_from_slice(&dport.to_be_bytes());
+            header[12] = 5 << 4;
+            header[13] = 0x10; // ACK
+            frame.payload = header;
+            frame.bytes()
+        };
+
+        // No entry yet: a flow's first packets go through netfilter.
+        let rows: Vec<Row> = vec![
+            (
+                "gate: UDP without a conntrack entry",
+                e,
+                udp(POD, REMOTE, 40000, 5201, BRIDGE_MAC, POD_MAC),
+                port,
+                0,
+                pass(reason::CT_NEW),
+            ),
+            (
+                "gate: TCP without a conntrack entry",
+                e,
+                tcp(POD, REMOTE, 41000, 80),
+                port,
+                0,
+                pass(reason::CT_NEW),
+            ),
+            (
+                "gate: ICMP cannot be looked up",
+                e,
+                with(egress_frame, |f| {
+                    f.proto = 1;
+                }),
+                port,
+                0,
+                pass(reason::CT_PROTO),
+            ),
+            (
+                "gate: no L4 header to look up",
+                e,
+                with(egress_frame, |f| f.payload.clear()),
+                port,
+                0,
+                pass(reason::PASS_MALFORMED),
+            ),
+            (
+                "gate: xdp transit without an entry",
+                x,
+                udp(REMOTE, SMALL_MTU, 40000, 5201, UPLINK_MAC, NODE42_MAC),
+                up,
+                0,
+                pass(reason::CT_NEW),
+            ),
+        ];
+        check_rows(&progs, &rows);
+
+        // Established without NAT: forwarded, in both directions, and counted as such.
+        ct(
+            "-p udp -s 10.1.79.3 -d 10.1.27.4 --sport 40000 --dport 5201 -t 120 -u SEEN_REPLY,ASSURED",
+        );
+        ct(
+            "-p tcp -s 10.1.79.3 -d 10.1.27.4 --sport 41000 --dport 80 --state ESTABLISHED -t 120 -u SEEN_REPLY,ASSURED",
+        );
+        ct(
+            "-p udp -s 10.1.27.4 -d 10.1.29.4 --sport 40000 --dport 5201 -t 120 -u SEEN_REPLY,ASSURED",
+        );
+        let gated = [
+            (
+                "gate: established UDP, original direction",
+                e,
+                udp(POD, REMOTE, 40000, 5201, BRIDGE_MAC, POD_MAC),
+                port,
+                fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC),
+            ),
+            (
+                "gate: established TCP",
+                e,
+                tcp(POD, REMOTE, 41000, 80),
+                port,
+                fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC),
+            ),
+            (
+                "gate: established UDP, reply direction",
+                i,
+                udp(REMOTE, POD, 5201, 40000, UPLINK_MAC, NODE42_MAC),
+                up,
+                fwd(reason::FAST_INGRESS, POD_MAC, BRIDGE_MAC),
+            ),
+            (
+                "gate: xdp transit, established",
+                x,
+                udp(REMOTE, SMALL_MTU, 40000, 5201, UPLINK_MAC, NODE42_MAC),
+                up,
+                fwd(reason::FAST_TRANSIT, NODE45_MAC, UPLINK_MAC),
+            ),
+        ];
+        for (name, prog, frame, ifindex, expect) in gated {
+            progs.check_gated(name, prog, &frame, ifindex, expect);
+            println!("  ok  {name:<64} {} + ct_established", verdict(expect));
+        }
+
+        // NAT: a service's DNAT (the reply comes back from the backend) and a masquerade.
+        ct(
+            "-p udp -s 10.1.79.3 -d 10.96.0.10 --sport 40001 --dport 53 -t 120 --dst-nat 10.1.27.4:5353",
+        );
+        ct(
+            "-p udp -s 10.1.79.3 -d 10.1.27.4 --sport 40002 --dport 5201 -t 120 --src-nat 172.20.11.43",
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "gate: reply of a DNATed flow (ClusterIP)",
+                i,
+                udp(REMOTE, POD, 5353, 40001, UPLINK_MAC, NODE42_MAC),
+                up,
+                0,
+                pass(reason::CT_NAT),
+            ),
+            (
+                "gate: SNATed flow (masquerade)",
+                e,
+                udp(POD, REMOTE, 40002, 5201, BRIDGE_MAC, POD_MAC),
+                port,
+                0,
+                pass(reason::CT_NAT),
+            ),
+        ];
+        check_rows(&progs, &rows);
+
+        // The gate off: the same NATed flow would take the fast path.
+        progs.set_state(STATE_F_FORWARD_V4);
+        check_rows(
+            &progs,
+            &[(
+                "gate off: the DNATed reply is forwarded (what the gate prevents)",
+                i,
+                udp(REMOTE, POD, 5353, 40001, UPLINK_MAC, NODE42_MAC),
+                up,
+                0,
+                fwd(reason::FAST_INGRESS, POD_MAC, BRIDGE_MAC),
+            )],
+        );
+    });
 }

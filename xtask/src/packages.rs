@@ -7,7 +7,8 @@ use anyhow::bail;
 use crate::util::{is_root, output, run, say};
 
 /// Debian packages the root tests and the lab call: `ip`, `bpftool`, `ping`, `traceroute`,
-/// `iperf3`, `ethtool`.
+/// `iperf3`, `ethtool`, `conntrack` (conntrack entries for the gate's program tests) and `nft`
+/// (kube-proxy-like NAT rules in the lab).
 pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "bpftool",
@@ -15,6 +16,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "traceroute",
     "iperf3",
     "ethtool",
+    "conntrack",
+    "nftables",
 ];
 
 /// Installs every package of `packages` that is not installed yet, saying which.

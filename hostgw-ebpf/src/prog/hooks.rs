@@ -11,15 +11,20 @@ use super::parse::Hook;
 /// A TC program's packet.
 pub struct Tc<'a>(pub &'a TcContext);
 
+// The packet bounds are read with volatile loads: otherwise LLVM may merge the adjacent
+// `data` and `data_end` fields into one 64-bit value and split it with shifts, and the
+// verifier forbids arithmetic on packet pointers.
 impl Hook for Tc<'_> {
     #[inline(always)]
     fn data(&self) -> usize {
-        self.0.data()
+        // SAFETY: the context pointer is the program's own `__sk_buff`, valid for its run.
+        unsafe { core::ptr::read_volatile(&raw const (*self.0.skb.skb).data) as usize }
     }
 
     #[inline(always)]
     fn data_end(&self) -> usize {
-        self.0.data_end()
+        // SAFETY: as above.
+        unsafe { core::ptr::read_volatile(&raw const (*self.0.skb.skb).data_end) as usize }
     }
 
     #[inline(always)]
@@ -62,17 +67,19 @@ pub struct Xdp<'a>(pub &'a XdpContext);
 impl Hook for Xdp<'_> {
     #[inline(always)]
     fn data(&self) -> usize {
-        self.0.data()
+        // SAFETY: the context pointer is the program's own `xdp_md`, valid for its run.
+        unsafe { core::ptr::read_volatile(&raw const (*self.0.ctx).data) as usize }
     }
 
     #[inline(always)]
     fn data_end(&self) -> usize {
-        self.0.data_end()
+        // SAFETY: as above.
+        unsafe { core::ptr::read_volatile(&raw const (*self.0.ctx).data_end) as usize }
     }
 
     #[inline(always)]
     fn len(&self) -> u32 {
-        (self.0.data_end() - self.0.data()) as u32
+        (self.data_end() - self.data()) as u32
     }
 
     #[inline(always)]

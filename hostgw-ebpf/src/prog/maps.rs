@@ -41,6 +41,8 @@ pub static CONFIG: Global<Config> = Global::new(Config {
     flags: 0,
     uplink_ifindex: 0,
     bridge_ifindex: 0,
+    ct_status_off: 0,
+    ct_opts_size: 0,
     pad: 0,
 });
 

@@ -22,12 +22,14 @@
     reason = "the program macros hand the context over by value"
 )]
 
+mod ct;
 mod hooks;
 mod maps;
 mod parse;
 mod v4;
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{TC_ACT_OK, bpf_redir_neigh, xdp_action},
     helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::{classifier, xdp},
@@ -69,7 +71,7 @@ pub fn hostgw_xdp(ctx: XdpContext) -> u32 {
     let cfg = CONFIG.load();
     let x = Xdp(&ctx);
     let len = x.len();
-    match v4::ingress_xdp(&x, &cfg, &state()) {
+    match v4::ingress_xdp(&x, ctx.as_ptr(), &cfg, &state()) {
         Action::Redirect {
             reason,
             ifindex,

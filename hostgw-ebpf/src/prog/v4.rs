@@ -16,10 +16,12 @@ use aya_ebpf::{
 };
 use hostgw_common::{
     CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, Config, ROUTE_F_RESOLVED, RouteV4, STATE_F_FORWARD_V4,
-    State, counters::reason,
+    State,
+    counters::{hook, reason},
 };
 
 use super::{
+    ct,
     maps::{endpoint_v4, route_v4},
     parse::{self, Hook, Ipv4, Unfit},
 };
@@ -135,11 +137,34 @@ pub fn egress(ctx: &TcContext, h: &impl Hook, cfg: &Config, state: &State) -> Ac
         Ok(ip) => ip,
         Err(why) => return Action::Pass(why),
     };
-    match route_v4(ip.dst) {
+    let action = match route_v4(ip.dst) {
         Some(route) => via_route(h, &ip, &route, reason::FAST_EGRESS),
         // The kernel routes a pod's packet as received on the bridge, not on its port: ask
         // the FIB as the bridge (forwarding setting, `iif` policy rules).
         None => fib(ctx, cfg.bridge_ifindex, &ip, cfg),
+    };
+    gated(action, || {
+        ct::gate(
+            h,
+            ctx.as_ptr(),
+            ct::Kind::Skb,
+            hook::EGRESS,
+            &ip,
+            cfg,
+            state,
+        )
+    })
+}
+
+/// A forwarding decision stands only if the conntrack gate lets the flow through.
+#[inline(always)]
+fn gated(action: Action, gate: impl FnOnce() -> Result<(), u32>) -> Action {
+    match action {
+        Action::Pass(_) => action,
+        _ => match gate() {
+            Ok(()) => action,
+            Err(why) => Action::Pass(why),
+        },
     }
 }
 
@@ -150,26 +175,44 @@ pub fn ingress(ctx: &TcContext, h: &impl Hook, cfg: &Config, state: &State) -> A
         Ok(ip) => ip,
         Err(why) => return Action::Pass(why),
     };
-    if let Some(ep) = endpoint_v4(ip.dst) {
-        if !fits(h, &ip, ep.ifindex, 0) {
-            return Action::Pass(reason::PASS_MTU);
+    let action = if let Some(ep) = endpoint_v4(ip.dst) {
+        if fits(h, &ip, ep.ifindex, 0) {
+            Action::Peer {
+                ifindex: ep.ifindex,
+                dmac: ep.mac,
+                smac: state.bridge_mac,
+            }
+        } else {
+            Action::Pass(reason::PASS_MTU)
         }
-        return Action::Peer {
-            ifindex: ep.ifindex,
-            dmac: ep.mac,
-            smac: state.bridge_mac,
-        };
-    }
-    match route_v4(ip.dst) {
-        Some(route) => via_route(h, &ip, &route, reason::FAST_TRANSIT),
-        None => fib(ctx, h.ingress_ifindex(), &ip, cfg),
-    }
+    } else {
+        match route_v4(ip.dst) {
+            Some(route) => via_route(h, &ip, &route, reason::FAST_TRANSIT),
+            None => fib(ctx, h.ingress_ifindex(), &ip, cfg),
+        }
+    };
+    gated(action, || {
+        ct::gate(
+            h,
+            ctx.as_ptr(),
+            ct::Kind::Skb,
+            hook::INGRESS_TC,
+            &ip,
+            cfg,
+            state,
+        )
+    })
 }
 
 /// XDP on the uplink: transit traffic for another node's pods goes straight back out with
 /// `XDP_TX` when the uplink can send XDP frames; everything else is left to the TC hook.
 #[inline(always)]
-pub fn ingress_xdp(h: &impl Hook, cfg: &Config, state: &State) -> Action {
+pub fn ingress_xdp(
+    h: &impl Hook,
+    ctx: *mut core::ffi::c_void,
+    cfg: &Config,
+    state: &State,
+) -> Action {
     let ip = match forwardable(h, state, &state.uplink_mac, |ip| rpf_uplink(h, ip)) {
         Ok(ip) => ip,
         Err(why) => return Action::Pass(why),
@@ -177,14 +220,17 @@ pub fn ingress_xdp(h: &impl Hook, cfg: &Config, state: &State) -> Action {
     if cfg.flags & CONFIG_F_XDP_TX == 0 || endpoint_v4(ip.dst).is_some() {
         return Action::Pass(reason::HANDOFF_TC);
     }
-    match route_v4(ip.dst) {
+    let action = match route_v4(ip.dst) {
         Some(route)
             if route.ifindex == h.ingress_ifindex() && route.flags & ROUTE_F_RESOLVED != 0 =>
         {
             via_route(h, &ip, &route, reason::FAST_TRANSIT)
         }
         _ => Action::Pass(reason::HANDOFF_TC),
-    }
+    };
+    gated(action, || {
+        ct::gate(h, ctx, ct::Kind::Xdp, hook::INGRESS_XDP, &ip, cfg, state)
+    })
 }
 
 /// A miss in the maps: ask the kernel's FIB, as a packet received on `iif`, when the fallback

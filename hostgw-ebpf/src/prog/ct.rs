@@ -1,0 +1,136 @@
+//! The conntrack gate: a flow may take the fast path only when netfilter's conntrack has
+//! confirmed it and it carries no NAT — the contract of netfilter's flowtable. Everything
+//! else (a flow's first packets, flows with NAT such as kube-proxy's services and masquerade,
+//! protocols the kernel's lookup does not support) goes through the stack, where netfilter
+//! sees it.
+//!
+//! The lookups are kfuncs (`bpf_skb_ct_lookup`, `bpf_xdp_ct_lookup`, `bpf_ct_release`). They
+//! are called here through placeholder helper ids from [`hostgw_common::kfunc`], which the
+//! agent rewrites into kfunc calls before loading. Every reference a lookup returns is
+//! released on every path.
+
+use core::ffi::c_void;
+
+use hostgw_common::{Config, STATE_F_CT_GATE, State, counters::reason, kfunc};
+
+use super::parse::{ETH_LEN, Hook, IPV4_LEN, Ipv4};
+
+/// `IPS_SRC_NAT` and `IPS_DST_NAT` of `enum ip_conntrack_status`.
+const IPS_NAT_MASK: u64 = (1 << 4) | (1 << 5);
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// `BPF_F_CURRENT_NETNS`: look up in the namespace of the packet's device.
+const CURRENT_NETNS: i32 = -1;
+
+/// `struct bpf_sock_tuple`, IPv4 member.
+#[repr(C)]
+struct TupleV4 {
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+    sport: [u8; 2],
+    dport: [u8; 2],
+}
+
+/// `struct bpf_ct_opts` in its largest known layout (16 bytes); the size passed is the
+/// running kernel's, from [`Config::ct_opts_size`].
+#[repr(C)]
+struct CtOpts {
+    netns_id: i32,
+    error: i32,
+    l4proto: u8,
+    dir: u8,
+    ct_zone_id: u16,
+    ct_zone_dir: u8,
+    reserved: [u8; 3],
+}
+
+type Lookup = unsafe extern "C" fn(*mut c_void, *mut TupleV4, u32, *mut CtOpts, u32) -> *mut c_void;
+type Release = unsafe extern "C" fn(*mut c_void);
+
+/// Which lookup a hook uses.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Skb,
+    Xdp,
+}
+
+/// `Ok` when the gate is off or lets the flow through (then counted as `ct_established` on
+/// `hook`); otherwise the pass reason.
+#[inline(always)]
+#[expect(
+    clippy::cast_ptr_alignment,
+    reason = "nf_conn.status's offset comes from the kernel's BTF and is aligned"
+)]
+pub fn gate<H: Hook>(
+    h: &H,
+    ctx: *mut c_void,
+    kind: Kind,
+    hook: u32,
+    ip: &Ipv4,
+    cfg: &Config,
+    state: &State,
+) -> Result<(), u32> {
+    if state.flags & STATE_F_CT_GATE == 0 {
+        return Ok(());
+    }
+    if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
+        return Err(reason::CT_PROTO);
+    }
+    // Source and destination port, the first four bytes of either header.
+    let ports: *const [u8; 4] = h.ptr_at(ETH_LEN + IPV4_LEN).ok_or(reason::PASS_MALFORMED)?;
+    // SAFETY: `ptr_at` checked the four bytes lie inside the packet.
+    let ports = unsafe { *ports };
+    let mut tuple = TupleV4 {
+        saddr: ip.src,
+        daddr: ip.dst,
+        sport: [ports[0], ports[1]],
+        dport: [ports[2], ports[3]],
+    };
+    let mut opts = CtOpts {
+        netns_id: CURRENT_NETNS,
+        error: 0,
+        l4proto: ip.proto,
+        dir: 0,
+        ct_zone_id: 0,
+        ct_zone_dir: 0,
+        reserved: [0; 3],
+    };
+    let id = match kind {
+        Kind::Skb => kfunc::SKB_CT_LOOKUP,
+        Kind::Xdp => kfunc::XDP_CT_LOOKUP,
+    };
+    // SAFETY: the placeholder id is rewritten by the loader into the kfunc with exactly this
+    // signature; the arguments are the context and valid locals of the sizes passed.
+    let ct = unsafe {
+        let lookup: Lookup = core::mem::transmute(id as usize);
+        lookup(
+            ctx,
+            &raw mut tuple,
+            size_of::<TupleV4>() as u32,
+            &raw mut opts,
+            cfg.ct_opts_size,
+        )
+    };
+    if ct.is_null() {
+        return Err(reason::CT_NEW);
+    }
+    // SAFETY: `ct` is a referenced `struct nf_conn`; `status` is an unsigned long at the
+    // offset the loader read from the kernel's BTF, so it is aligned.
+    let status = unsafe {
+        core::ptr::read_volatile(
+            ct.cast::<u8>()
+                .add(cfg.ct_status_off as usize)
+                .cast::<u64>(),
+        )
+    };
+    // SAFETY: as for the lookup; every reference the lookup returned is released here.
+    unsafe {
+        let release: Release = core::mem::transmute(kfunc::CT_RELEASE as usize);
+        release(ct);
+    }
+    if status & IPS_NAT_MASK != 0 {
+        return Err(reason::CT_NAT);
+    }
+    super::maps::count(hook, reason::CT_ESTABLISHED, h.len());
+    Ok(())
+}
