@@ -17,6 +17,59 @@ pub enum Command {
     /// Run the daemon: load and attach the programs, keep the maps in sync, until SIGTERM or
     /// SIGINT.
     Run(RunArgs),
+    /// The route trie joined with the kernel: each pod CIDR's next hop, its MAC, the kernel
+    /// route and neighbour entry, and any mismatch.
+    Routes(InspectArgs),
+    /// The local endpoint table: pod address, MAC and veth.
+    Endpoints(InspectArgs),
+    /// Every datapath counter by hook and reason, summed over CPUs.
+    Stats(StatsArgs),
+    /// Programs attached and how, map fill levels, node state, and the running agent's report.
+    Status(InspectArgs),
+}
+
+/// Where to inspect.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The pin directory of the dataplane to inspect.
+    #[arg(long, env = "HOSTGW_PIN_DIR", default_value = "/sys/fs/bpf/hostgw")]
+    pub pin_dir: PathBuf,
+
+    /// Enter this network namespace first (a name under /run/netns).
+    #[arg(long, env = "HOSTGW_NETNS")]
+    pub netns: Option<String>,
+
+    /// The agent's HTTP endpoint, asked for its own status.
+    #[arg(long, env = "HOSTGW_METRICS_ADDR", default_value = "0.0.0.0:9403")]
+    pub metrics_addr: std::net::SocketAddr,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `stats` options.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub inspect: InspectArgs,
+
+    /// Print per-second rates every second, until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// Also print counters that are zero.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// How inspection commands print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +141,10 @@ pub struct RunArgs {
     #[arg(long, env = "HOSTGW_CONNTRACK_GATE", value_enum, default_value_t = GateMode::Auto)]
     pub conntrack_gate: GateMode,
 
+    /// Log lines as text or as JSON objects.
+    #[arg(long, env = "HOSTGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Seconds between full resyncs, on top of the ones events trigger.
     #[arg(long, env = "HOSTGW_RESYNC_SECONDS", default_value_t = 30)]
     pub resync_seconds: u64,
@@ -102,4 +159,11 @@ pub enum GateMode {
     On,
     /// Always off: every routed flow may take the fast path.
     Off,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }

@@ -168,7 +168,9 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, ConfigError> {
         let cli = Cli::try_parse_from(["hostgw-agent", "run"].iter().chain(args))
             .expect("arguments parse");
-        let Command::Run(run) = cli.command;
+        let Command::Run(run) = cli.command else {
+            panic!("not a run command");
+        };
         Config::try_from(run)
     }
 

@@ -1,5 +1,6 @@
-//! The agent's HTTP endpoint: `/healthz` (the process serves) and `/readyz` (the first full
-//! node list has been applied). Read-only.
+//! The agent's HTTP endpoint: `/healthz` (the process serves), `/readyz` (the first full
+//! node list has been applied), `/metrics` (Prometheus text format) and `/status` (JSON: the
+//! last reconcile round). Read-only.
 
 use std::{
     net::SocketAddr,
@@ -15,9 +16,18 @@ use axum::{Router, extract::State, http::StatusCode, routing::get};
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Health {
+    /// Health that also serves `metrics` on `/metrics` and `/status`.
+    pub fn with_metrics(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Self {
+            ready: AtomicBool::new(false),
+            metrics: Some(metrics),
+        }
+    }
+
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
     }
@@ -47,6 +57,8 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<SocketAddr, 
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
         .with_state(health);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
@@ -54,6 +66,30 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<SocketAddr, 
         }
     });
     Ok(bound)
+}
+
+async fn metrics(
+    State(health): State<Arc<Health>>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let body = health
+        .metrics
+        .as_ref()
+        .map(|m| m.encode())
+        .unwrap_or_default();
+    (
+        StatusCode::OK,
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+async fn status(State(health): State<Arc<Health>>) -> (StatusCode, String) {
+    let last = health.metrics.as_ref().and_then(|m| m.last());
+    let body = serde_json::json!({ "ready": health.is_ready(), "last_round": last });
+    (StatusCode::OK, body.to_string())
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str) {

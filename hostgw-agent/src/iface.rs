@@ -77,6 +77,31 @@ pub async fn by_name(handle: &Handle, name: &str) -> Result<Link, IfaceError> {
     }
 }
 
+/// The raw message of the interface called `name`.
+pub async fn message_by_name(handle: &Handle, name: &str) -> Result<LinkMessage, IfaceError> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => Ok(msg),
+        Ok(None) => Err(IfaceError::NotFound(name.to_owned())),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
+            Err(IfaceError::NotFound(name.to_owned()))
+        }
+        Err(e) => Err(IfaceError::Netlink(e)),
+    }
+}
+
+/// The interface with index `index`.
+pub async fn by_index(handle: &Handle, index: u32) -> Result<Link, IfaceError> {
+    let mut links = handle.link().get().match_index(index).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => Ok(Link::from(&msg)),
+        Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => {
+            Err(IfaceError::NotFound(format!("#{index}")))
+        }
+        Err(e) => Err(IfaceError::Netlink(e)),
+    }
+}
+
 /// Every interface whose controller is `bridge` (the bridge's ports), sorted by ifindex.
 pub async fn ports_of(handle: &Handle, bridge: u32) -> Result<Vec<Link>, IfaceError> {
     let mut links = handle.link().get().execute();

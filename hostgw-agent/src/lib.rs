@@ -21,9 +21,11 @@ pub mod dataplane;
 pub mod desired;
 pub mod http;
 pub mod iface;
+pub mod inspect;
 pub mod kernel;
 pub mod kfunc;
 pub mod kube_source;
+pub mod metrics;
 pub mod nat;
 pub mod netns;
 pub mod nodes;
@@ -63,6 +65,9 @@ pub enum Error {
     /// The HTTP endpoint could not start.
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    /// A pinned map could not be read.
+    #[error(transparent)]
+    Inspect(#[from] inspect::InspectError),
     /// IPv4 forwarding could not be switched on.
     #[error("cannot enable IPv4 forwarding (net.ipv4.ip_forward)")]
     Forwarding(#[source] std::io::Error),
@@ -177,7 +182,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "dataplane attached"
     );
 
-    let health = Arc::new(http::Health::default());
+    let metrics = Arc::new(metrics::Metrics::new(config.pin_dir.clone()));
+    let health = Arc::new(http::Health::with_metrics(Arc::clone(&metrics)));
     let addr = http::serve(config.metrics_addr, Arc::clone(&health)).await?;
     tracing::info!(%addr, "HTTP endpoint (/healthz, /readyz)");
     let mut nodes = node_source(&config).await?;
@@ -187,6 +193,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut first = true;
     loop {
         let result = reconciler.round(&mut dp).await;
+        reconciler.record(&metrics, &result);
         // Ready once a round has applied a node list without errors (or, without a node
         // source, once the dataplane is set up).
         if !health.is_ready()

@@ -42,6 +42,8 @@ pub struct Round {
     pub duration: Duration,
     /// Whether a node list was planned against (rather than none being available yet).
     pub nodes_applied: bool,
+    /// Remote pod CIDRs in the desired state.
+    pub routes: usize,
 }
 
 /// The reconciler's state between rounds.
@@ -150,6 +152,7 @@ impl Reconciler {
         let mut round = Round {
             ops: ops.len(),
             nodes_applied: desired.is_some(),
+            routes: desired.as_ref().map_or(0, |d| d.routes.len()),
             ..Round::default()
         };
         for op in ops {
@@ -186,6 +189,58 @@ impl Reconciler {
             Op::DeleteNeighbour { neighbour } => kernel::delete_neighbour(h, neighbour).await?,
         }
         Ok(())
+    }
+
+    /// Exports a round's outcome to the metrics and `/status`.
+    pub fn record(&self, m: &crate::metrics::Metrics, result: &Result<Round, Error>) {
+        m.rounds.inc();
+        let gate = self.node_state.is_some_and(|s| s.ct_gate);
+        let mode = format!("{:?}", self.config.conntrack_gate).to_lowercase();
+        m.conntrack_gate.clear();
+        m.conntrack_gate
+            .get_or_create(&vec![("mode".to_owned(), mode)])
+            .set(i64::from(gate));
+        m.nodes_skipped.clear();
+        for (reason, n) in &self.skipped_by_reason {
+            m.nodes_skipped
+                .get_or_create(&vec![("reason".to_owned(), (*reason).to_owned())])
+                .set(*n as i64);
+        }
+        let last = match result {
+            Ok(round) => {
+                m.round_seconds.observe(round.duration.as_secs_f64());
+                m.op_errors.inc_by(round.errors as u64);
+                m.nodes_programmed.set(round.routes as i64);
+                crate::metrics::LastRound {
+                    at_unix: crate::metrics::Metrics::now(),
+                    ops: round.ops,
+                    errors: round.errors,
+                    millis: round.duration.as_secs_f64() * 1e3,
+                    result: if round.errors == 0 {
+                        "ok".into()
+                    } else {
+                        "operations failed".into()
+                    },
+                    routes: round.routes,
+                    skipped: self.skipped_by_reason.values().sum(),
+                    conntrack_gate: gate,
+                }
+            }
+            Err(error) => {
+                m.round_errors.inc();
+                crate::metrics::LastRound {
+                    at_unix: crate::metrics::Metrics::now(),
+                    ops: 0,
+                    errors: 1,
+                    millis: 0.0,
+                    result: format!("failed: {error}"),
+                    routes: 0,
+                    skipped: self.skipped_by_reason.values().sum(),
+                    conntrack_gate: gate,
+                }
+            }
+        };
+        m.set_last(last);
     }
 
     /// Whether the conntrack gate should be on now.

@@ -1,0 +1,406 @@
+//! The operator's view: reading the pinned maps (and the kernel's routes and neighbours) into
+//! tables or JSON for `hostgw-agent routes|endpoints|stats|status`. Works whether or not the
+//! daemon runs: everything comes from the pins under `--pin-dir` and from the kernel.
+//! Read-only.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray};
+use hostgw_common::{
+    Counter, Endpoint, ROUTE_F_RESOLVED, RouteV4, STATE_F_CT_GATE, STATE_F_FORWARD_V4, State,
+    counters::{self, hook, reason},
+    names,
+};
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use crate::kernel::{self, NeighState};
+
+/// Why a pinned map could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The pin is missing or not the expected map.
+    #[error("cannot open the pinned map {path} (is the dataplane loaded with this --pin-dir?)")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    /// Reading the map failed.
+    #[error("reading map {map}")]
+    Read {
+        map: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+}
+
+fn open(pin_dir: &Path, name: &'static str) -> Result<MapData, InspectError> {
+    let path = pin_dir.join(name);
+    MapData::from_pin(&path).map_err(|e| InspectError::Open {
+        path,
+        source: Box::new(e),
+    })
+}
+
+fn read_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> InspectError {
+    move |e| InspectError::Read {
+        map,
+        source: Box::new(e),
+    }
+}
+
+/// The route trie.
+pub fn trie(pin_dir: &Path) -> Result<BTreeMap<Ipv4Net, RouteV4>, InspectError> {
+    let map = Map::LpmTrie(open(pin_dir, names::ROUTES_V4)?);
+    let trie: LpmTrie<_, [u8; 4], RouteV4> =
+        LpmTrie::try_from(&map).map_err(read_err(names::ROUTES_V4))?;
+    let mut out = BTreeMap::new();
+    for entry in &trie {
+        let (key, route) = entry.map_err(read_err(names::ROUTES_V4))?;
+        if let Ok(net) = Ipv4Net::new(Ipv4Addr::from(key.data()), key.prefix_len() as u8) {
+            out.insert(net, route);
+        }
+    }
+    Ok(out)
+}
+
+/// The endpoint table.
+pub fn endpoints(pin_dir: &Path) -> Result<BTreeMap<Ipv4Addr, Endpoint>, InspectError> {
+    let map = Map::HashMap(open(pin_dir, names::ENDPOINTS_V4)?);
+    let table: BpfHashMap<_, [u8; 4], Endpoint> =
+        BpfHashMap::try_from(&map).map_err(read_err(names::ENDPOINTS_V4))?;
+    table
+        .iter()
+        .map(|e| e.map(|(k, v)| (Ipv4Addr::from(k), v)))
+        .collect::<Result<_, _>>()
+        .map_err(read_err(names::ENDPOINTS_V4))
+}
+
+/// Every counter summed over CPUs, by stats index.
+pub fn counters(pin_dir: &Path) -> Result<Vec<Counter>, InspectError> {
+    let map = Map::PerCpuArray(open(pin_dir, names::STATS)?);
+    let stats: PerCpuArray<_, Counter> =
+        PerCpuArray::try_from(&map).map_err(read_err(names::STATS))?;
+    (0..counters::STATS_LEN)
+        .map(|i| {
+            let per_cpu = stats.get(&i, 0).map_err(read_err(names::STATS))?;
+            Ok(per_cpu.iter().fold(Counter::default(), |a, c| Counter {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+            }))
+        })
+        .collect()
+}
+
+/// The node state the agent last wrote.
+pub fn state(pin_dir: &Path) -> Result<State, InspectError> {
+    let map = Map::Array(open(pin_dir, names::STATE)?);
+    let array: aya::maps::Array<_, State> =
+        aya::maps::Array::try_from(&map).map_err(read_err(names::STATE))?;
+    array.get(&0, 0).map_err(read_err(names::STATE))
+}
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// One row of `routes`.
+#[derive(Debug, Serialize)]
+pub struct RouteRow {
+    pub cidr: String,
+    /// The next hop in the trie (`None` for a kernel route the trie lacks).
+    pub node_ip: Option<String>,
+    pub node_mac: Option<String>,
+    pub uplink: Option<String>,
+    pub mtu: Option<u32>,
+    /// The next hop of hostgw's kernel route for this CIDR.
+    pub kernel_via: Option<String>,
+    /// The kernel's neighbour entry for the next hop: valid, unresolved, or missing.
+    pub neighbour: String,
+    /// `ok`, or what disagrees.
+    pub status: String,
+}
+
+/// The trie joined with hostgw's kernel routes and the next hops' neighbour entries.
+pub async fn routes(
+    pin_dir: &Path,
+    handle: &rtnetlink::Handle,
+) -> Result<Vec<RouteRow>, crate::Error> {
+    let trie = trie(pin_dir)?;
+    let kroutes: BTreeMap<Ipv4Net, Option<Ipv4Addr>> = kernel::our_routes(handle)
+        .await?
+        .into_iter()
+        .map(|r| (r.cidr, r.via))
+        .collect();
+    let mut names = BTreeMap::new();
+    let mut neighbours = BTreeMap::new();
+    for r in trie.values() {
+        if let std::collections::btree_map::Entry::Vacant(e) = names.entry(r.ifindex) {
+            let link = crate::iface::by_index(handle, r.ifindex).await.ok();
+            e.insert(link.map(|l| l.name));
+            for n in kernel::neighbours(handle, r.ifindex).await? {
+                neighbours.insert(n.ip, n);
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (cidr, r) in &trie {
+        let ip = Ipv4Addr::from(r.node_ip);
+        let via = kroutes.get(cidr).copied().flatten();
+        let neighbour = match neighbours.get(&ip) {
+            Some(n) if n.state == NeighState::Valid => "valid".to_owned(),
+            Some(_) => "unresolved".to_owned(),
+            None => "missing".to_owned(),
+        };
+        let status = match (kroutes.get(cidr), via) {
+            (None, _) => "mismatch: no kernel route".to_owned(),
+            (Some(_), Some(v)) if v != ip => format!("mismatch: kernel route via {v}"),
+            _ if r.flags & ROUTE_F_RESOLVED == 0 => "unresolved: via redirect_neigh".to_owned(),
+            _ => "ok".to_owned(),
+        };
+        rows.push(RouteRow {
+            cidr: cidr.to_string(),
+            node_ip: Some(ip.to_string()),
+            node_mac: (r.flags & ROUTE_F_RESOLVED != 0).then(|| mac(r.node_mac)),
+            uplink: names.get(&r.ifindex).cloned().flatten(),
+            mtu: Some(r.mtu),
+            kernel_via: via.map(|v| v.to_string()),
+            neighbour,
+            status,
+        });
+    }
+    for (cidr, via) in &kroutes {
+        if !trie.contains_key(cidr) {
+            rows.push(RouteRow {
+                cidr: cidr.to_string(),
+                node_ip: None,
+                node_mac: None,
+                uplink: None,
+                mtu: None,
+                kernel_via: via.map(|v| v.to_string()),
+                neighbour: "-".to_owned(),
+                status: "mismatch: not in the trie".to_owned(),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// One row of `endpoints`.
+#[derive(Debug, Serialize)]
+pub struct EndpointRow {
+    pub ip: String,
+    pub mac: String,
+    pub ifindex: u32,
+    pub veth: Option<String>,
+}
+
+/// The endpoint table with interface names.
+pub async fn endpoint_rows(
+    pin_dir: &Path,
+    handle: &rtnetlink::Handle,
+) -> Result<Vec<EndpointRow>, crate::Error> {
+    let mut rows = Vec::new();
+    for (ip, ep) in endpoints(pin_dir)? {
+        rows.push(EndpointRow {
+            ip: ip.to_string(),
+            mac: mac(ep.mac),
+            ifindex: ep.ifindex,
+            veth: crate::iface::by_index(handle, ep.ifindex)
+                .await
+                .ok()
+                .map(|l| l.name),
+        });
+    }
+    Ok(rows)
+}
+
+/// One counter of `stats`.
+#[derive(Debug, Serialize, Clone, PartialEq, Eq)]
+pub struct StatRow {
+    pub hook: &'static str,
+    pub reason: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Every non-zero counter by hook and reason (all of them with `all`).
+pub fn stat_rows(pin_dir: &Path, all: bool) -> Result<Vec<StatRow>, InspectError> {
+    Ok(counters(pin_dir)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| StatRow {
+            hook: hook::NAMES[i / reason::COUNT as usize],
+            reason: reason::NAMES[i % reason::COUNT as usize],
+            packets: c.packets,
+            bytes: c.bytes,
+        })
+        .filter(|r| all || r.packets > 0)
+        .collect())
+}
+
+/// What `status` reports from the pins and the kernel.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub agent_version: &'static str,
+    pub kernel: String,
+    pub pin_dir: String,
+    pub forwarding_v4: bool,
+    pub conntrack_gate: bool,
+    pub programs: Vec<Attachment>,
+    pub maps: Vec<MapFill>,
+    /// The running agent's own report (`/status` on its HTTP endpoint), when reachable.
+    pub agent: Option<serde_json::Value>,
+}
+
+/// A program attached through a pinned link.
+#[derive(Debug, Serialize)]
+pub struct Attachment {
+    pub pin: String,
+    pub program: String,
+    pub program_id: u32,
+    pub tag: String,
+    pub interface: String,
+    pub mode: String,
+}
+
+/// How full a map is.
+#[derive(Debug, Serialize)]
+pub struct MapFill {
+    pub map: &'static str,
+    pub entries: usize,
+    pub capacity: u32,
+}
+
+/// Programs behind the pinned links, with how they are attached.
+pub async fn attachments(
+    pin_dir: &Path,
+    handle: &rtnetlink::Handle,
+) -> Result<Vec<Attachment>, crate::Error> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(pin_dir.join("links")) else {
+        return Ok(out);
+    };
+    let mut pins: Vec<_> = dir.filter_map(Result::ok).map(|e| e.path()).collect();
+    pins.sort();
+    for path in pins {
+        let pin = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Ok(link) = aya::programs::links::PinnedLink::from_pin(&path) else {
+            continue;
+        };
+        let fd: aya::programs::links::FdLink = link.into();
+        let Ok(info) = fd.info() else { continue };
+        let prog = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .find(|p| p.id() == info.program_id());
+        let interface = pin.split_once('@').map_or("", |(_, i)| i).to_owned();
+        let mode = if pin.starts_with(names::PROG_XDP) {
+            xdp_mode(handle, &interface).await
+        } else {
+            "tcx".to_owned()
+        };
+        out.push(Attachment {
+            program: prog
+                .as_ref()
+                .and_then(|p| p.name_as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            program_id: info.program_id(),
+            tag: prog.map_or_else(String::new, |p| format!("{:016x}", p.tag())),
+            pin,
+            interface,
+            mode,
+        });
+    }
+    Ok(out)
+}
+
+async fn xdp_mode(handle: &rtnetlink::Handle, iface: &str) -> String {
+    use rtnetlink::packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
+    let Ok(msg) = crate::iface::message_by_name(handle, iface).await else {
+        return "interface gone".to_owned();
+    };
+    for attr in &msg.attributes {
+        if let LinkAttribute::Xdp(xdp) = attr {
+            for x in xdp {
+                if let LinkXdp::Attached(a) = x {
+                    return match a {
+                        XdpAttached::Driver => "xdp native",
+                        XdpAttached::SocketBuffer => "xdp generic",
+                        XdpAttached::Hardware => "xdp offload",
+                        XdpAttached::Multiple => "xdp (several)",
+                        _ => "xdp detached",
+                    }
+                    .to_owned();
+                }
+            }
+        }
+    }
+    "xdp".to_owned()
+}
+
+/// The whole status.
+pub async fn status(
+    pin_dir: &Path,
+    handle: &rtnetlink::Handle,
+    agent_addr: std::net::SocketAddr,
+) -> Result<Status, crate::Error> {
+    let st = state(pin_dir)?;
+    let maps = vec![
+        MapFill {
+            map: names::ROUTES_V4,
+            entries: trie(pin_dir)?.len(),
+            capacity: hostgw_common::MAX_ROUTES,
+        },
+        MapFill {
+            map: names::ENDPOINTS_V4,
+            entries: endpoints(pin_dir)?.len(),
+            capacity: hostgw_common::MAX_ENDPOINTS,
+        },
+    ];
+    Ok(Status {
+        agent_version: env!("CARGO_PKG_VERSION"),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default(),
+        pin_dir: pin_dir.display().to_string(),
+        forwarding_v4: st.flags & STATE_F_FORWARD_V4 != 0,
+        conntrack_gate: st.flags & STATE_F_CT_GATE != 0,
+        programs: attachments(pin_dir, handle).await?,
+        maps,
+        agent: agent_status(agent_addr).await,
+    })
+}
+
+/// `GET /status` from the agent's HTTP endpoint, if one answers.
+async fn agent_status(mut addr: std::net::SocketAddr) -> Option<serde_json::Value> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    if addr.ip().is_unspecified() {
+        addr.set_ip(Ipv4Addr::LOCALHOST.into());
+    }
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /status HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        let text = String::from_utf8(out).ok()?;
+        let body = text.split_once("\r\n\r\n")?.1;
+        serde_json::from_str(body).ok()
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), fetch)
+        .await
+        .ok()
+        .flatten()
+}

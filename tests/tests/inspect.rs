@@ -1,0 +1,177 @@
+//! The operator's view on a lab node: `hostgw-agent routes|endpoints|stats|status -o json`
+//! compared with what the lab knows, a route deleted behind the agent's back shown as a
+//! mismatch, and the metrics endpoint scraped and parsed.
+
+use std::{collections::BTreeMap, io::Read as _, process::Command, time::Duration};
+
+use hostgw_tests::{
+    agent_binary,
+    lab::{self, Lab, Mode, Spec},
+    sh,
+};
+use serde_json::Value;
+
+/// `hostgw-agent <cmd> -o json` on node `i`.
+fn inspect(lab: &Lab, i: usize, cmd: &str) -> Value {
+    let node = lab.node(i);
+    let out = sh(Command::new(agent_binary()).args([
+        cmd,
+        "--netns",
+        node.netns(),
+        "--pin-dir",
+        node.pin_dir().to_str().expect("UTF-8 pin dir"),
+        "-o",
+        "json",
+    ]));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "`{cmd} -o json` printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// `GET path` from node `i`'s agent (its HTTP endpoint listens inside the node's namespace).
+fn http_get(lab: &Lab, i: usize, path: &'static str) -> String {
+    let netns = lab.node(i).netns().to_owned();
+    std::thread::spawn(move || {
+        hostgw_agent::netns::enter(&netns).expect("entering the node");
+        let mut s =
+            std::net::TcpStream::connect("127.0.0.1:9403").expect("the agent's HTTP endpoint");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            format!("GET {path} HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("a response");
+        out
+    })
+    .join()
+    .expect("HTTP thread")
+}
+
+/// `name{labels} value` lines of a Prometheus text exposition (sums in the histogram are
+/// dropped: every value compared here is a whole number).
+fn samples(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter(|l| l.starts_with("hostgw_"))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn inspection_commands_and_metrics_show_the_lab() {
+    let mut lab = Lab::start("inspect", &Spec::new(2, 1, Mode::FastPath));
+    let (pod, remote) = (lab.pod(1, 1), lab.pod(2, 1));
+    // A warm-up lets the agent learn the pods (their first packets take the kernel path).
+    let warm = lab.ping(pod, remote.ip(), 3, Duration::from_millis(200));
+    assert_eq!(warm.received, 3, "warm-up pings");
+    let stats = lab.ping(pod, remote.ip(), 20, Duration::from_millis(20));
+    assert_eq!(stats.received, 20, "pings");
+
+    // routes: node 2's CIDR via its uplink address and MAC, matching the kernel.
+    let routes = inspect(&lab, 1, "routes");
+    let rows = routes.as_array().expect("a list");
+    assert_eq!(rows.len(), 1, "{routes}");
+    let r = &rows[0];
+    assert_eq!(r["cidr"], lab.node(2).pod_cidr());
+    assert_eq!(r["node_ip"], lab.node(2).uplink_ip().to_string());
+    assert_eq!(r["node_mac"], lab::mac_string(lab.node(2).uplink_mac()));
+    assert_eq!(r["kernel_via"], lab.node(2).uplink_ip().to_string());
+    assert_eq!(r["uplink"], "eth0");
+    assert_eq!(r["status"], "ok", "{r}");
+
+    // endpoints: the pod that pinged, on its veth.
+    let eps = inspect(&lab, 1, "endpoints");
+    let ep = eps
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|e| e["ip"] == pod.ip().to_string())
+        .unwrap_or_else(|| panic!("{} missing from {eps}", pod.ip()));
+    assert_eq!(ep["mac"], lab::mac_string(pod.mac()));
+    assert_eq!(ep["veth"], pod.host_veth());
+
+    // stats: the pings went through the fast path.
+    let stats = inspect(&lab, 1, "stats");
+    let count = |hook: &str, reason: &str| {
+        stats
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|s| s["hook"] == hook && s["reason"] == reason)
+            .map_or(0, |s| s["packets"].as_u64().expect("packets"))
+    };
+    assert!(count("egress", "fast_egress") >= 20, "{stats}");
+    assert!(count("ingress_tc", "fast_ingress") >= 20, "{stats}");
+
+    // status: every hook, how it is attached, map fill, and the agent's own report.
+    let status = inspect(&lab, 1, "status");
+    let programs: Vec<(String, String)> = status["programs"]
+        .as_array()
+        .expect("programs")
+        .iter()
+        .map(|p| {
+            (
+                p["pin"].as_str().unwrap().to_owned(),
+                p["mode"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let veth = format!("hostgw_egress@{}", pod.host_veth());
+    for (pin, mode) in [
+        ("hostgw_egress@cni0", "tcx"),
+        (veth.as_str(), "tcx"),
+        ("hostgw_ingress@eth0", "tcx"),
+        ("hostgw_xdp@eth0", "xdp native"),
+    ] {
+        assert!(
+            programs.contains(&(pin.to_owned(), mode.to_owned())),
+            "{pin} ({mode}) missing: {programs:?}"
+        );
+    }
+    assert_eq!(status["forwarding_v4"], true);
+    let routes_fill = status["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["map"] == "ROUTES_V4")
+        .unwrap();
+    assert_eq!(routes_fill["entries"], 1);
+    assert_eq!(status["agent"]["ready"], true, "{status}");
+    assert_eq!(status["agent"]["last_round"]["routes"], 1, "{status}");
+
+    // metrics: the same counters and state, in Prometheus text format.
+    let response = http_get(&lab, 1, "/metrics");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let m = samples(&response);
+    let fast = m["hostgw_datapath_packets_total{hook=\"egress\",reason=\"fast_egress\"}"];
+    assert!(fast >= 20, "fast_egress {fast}");
+    assert_eq!(m["hostgw_nodes_programmed"], 1);
+    assert_eq!(m["hostgw_map_entries{map=\"ROUTES_V4\"}"], 1);
+    assert_eq!(
+        m["hostgw_map_capacity{map=\"ENDPOINTS_V4\"}"],
+        u64::from(hostgw_common::MAX_ENDPOINTS)
+    );
+    assert!(m["hostgw_reconcile_rounds_total"] >= 1);
+    assert_eq!(
+        m["hostgw_conntrack_gate{mode=\"auto\"}"], 0,
+        "no NAT in the lab"
+    );
+    assert!(http_get(&lab, 1, "/readyz").starts_with("HTTP/1.1 200"));
+
+    // A route deleted while no agent runs shows as a mismatch; the commands need no agent.
+    lab.kill_agent(1, libc::SIGKILL);
+    lab.node(1)
+        .ns()
+        .ip(&["route", "del", &lab.node(2).pod_cidr()]);
+    let routes = inspect(&lab, 1, "routes");
+    assert_eq!(routes[0]["status"], "mismatch: no kernel route", "{routes}");
+    let status = inspect(&lab, 1, "status");
+    assert!(status["agent"].is_null(), "an agent answered: {status}");
+}
