@@ -383,6 +383,14 @@ impl Dataplane {
         Ok(())
     }
 
+    /// The id of the program behind the hook `key` (`<program>@<interface>`).
+    pub fn program_id(&self, key: &str) -> Option<u32> {
+        match &self.hooks.get(key)?.link {
+            HookLink::Pinned { link, .. } => link.info().ok().map(|i| i.program_id()),
+            HookLink::Netlink(_) => None,
+        }
+    }
+
     /// The attached hooks: `(pin name, mode)`.
     pub fn hooks(&self) -> impl Iterator<Item = (&str, AttachMode)> {
         self.hooks.iter().map(|(k, h)| (k.as_str(), h.mode))

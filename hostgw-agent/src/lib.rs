@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod dataplane;
 pub mod desired;
+pub mod ebpf_log;
 pub mod http;
 pub mod iface;
 pub mod inspect;
@@ -173,6 +174,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let wake = Arc::new(tokio::sync::Notify::new());
     reconcile::watch_netlink(Arc::clone(&wake))?;
     let mut dp = attach_all(&config, &ifaces)?;
+    if let Some(id) = dp.program_id(&format!("{}@{}", names::PROG_INGRESS, ifaces.uplink.name)) {
+        ebpf_log::start(id);
+    }
     tracing::info!(
         uplink = ifaces.uplink.name,
         bridge = ifaces.bridge.name,

@@ -338,6 +338,37 @@ impl Programs {
             .expect("native XDP on the veth uplink");
     }
 
+    /// Loads with a different read-only configuration.
+    fn load_with(world: &World, cfg: Config) -> Self {
+        let object =
+            hostgw_agent::kfunc::PatchedObject::new(&kernel()).expect("kfunc calls prepared");
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::CONFIG, &cfg, true)
+            .load(object.bytes())
+            .expect("the embedded object loads");
+        for name in [names::PROG_EGRESS, names::PROG_INGRESS] {
+            let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
+            p.load().unwrap();
+        }
+        let x: &mut Xdp = ebpf
+            .program_mut(names::PROG_XDP)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        x.load().unwrap();
+        let mut routes: LpmTrie<_, [u8; 4], RouteV4> =
+            LpmTrie::try_from(ebpf.map_mut(names::ROUTES_V4).unwrap()).unwrap();
+        for (prefix, len, route) in world.routes() {
+            routes.insert(&Key::new(len, prefix), route, 0).unwrap();
+        }
+        let mut eps: BpfHashMap<_, [u8; 4], Endpoint> =
+            BpfHashMap::try_from(ebpf.map_mut(names::ENDPOINTS_V4).unwrap()).unwrap();
+        for (addr, ep) in world.endpoints() {
+            eps.insert(addr, ep, 0).unwrap();
+        }
+        Self { ebpf }
+    }
+
     fn set_forwarding(&mut self, on: bool) {
         self.set_state(if on { STATE_F_FORWARD_V4 } else { 0 });
     }
@@ -1784,6 +1815,70 @@ fn conntrack_gate() {
                 0,
                 fwd(reason::FAST_INGRESS, POD_MAC, BRIDGE_MAC),
             )],
+        );
+    });
+}
+
+/// Collects `log` records.
+#[derive(Default, Clone)]
+struct Records(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl log::Log for Records {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", record.level(), record.args()));
+    }
+    fn flush(&self) {}
+}
+
+/// The programs' log records reach userspace through aya-log, and the kernel side limits them:
+/// a flood of failing conntrack lookups (made to fail here with a wrong options size) yields a
+/// burst of at most ten records per CPU, not one per packet.
+#[test]
+fn kernel_log_records_are_rate_limited() {
+    inside("klog", |world| {
+        let mut cfg = world.config(CONFIG_F_FIB_FALLBACK);
+        cfg.ct_opts_size = 8; // the kernel answers EINVAL
+        let mut progs = Programs::load_with(world, cfg);
+        progs.set_state(STATE_F_FORWARD_V4 | STATE_F_CT_GATE);
+        let records = Records::default();
+        let mut logger = aya_log::EbpfLogger::init_with_logger(&mut progs.ebpf, records.clone())
+            .expect("the object has a log buffer");
+        // Each CPU the runs land on has its own budget, refilled by one every 100 ms.
+        let runs = 200;
+        let start = std::time::Instant::now();
+        for _ in 0..runs {
+            let got = progs.run(Prog::Egress, &egress_frame().bytes(), world.port, 0);
+            assert_eq!(
+                got.map(|g| g.0),
+                Some(TC_ACT_OK),
+                "a failed lookup passes the packet"
+            );
+        }
+        logger.flush();
+        let got = records.0.lock().unwrap().clone();
+        println!(
+            "{} records for {runs} failed lookups: {:?}",
+            got.len(),
+            got.first()
+        );
+        assert!(!got.is_empty(), "no log record reached userspace");
+        assert!(
+            got.iter()
+                .all(|r| r.starts_with("WARN conntrack lookup failed with error -22")),
+            "{got:?}"
+        );
+        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let refills = (start.elapsed().as_millis() / 100) as usize + 1;
+        assert!(
+            got.len() <= (10 + refills) * cpus,
+            "{} records for {runs} lookups: the kernel did not limit them",
+            got.len()
         );
     });
 }

@@ -19,6 +19,7 @@ use super::parse::{ETH_LEN, Hook, IPV4_LEN, Ipv4};
 const IPS_NAT_MASK: u64 = (1 << 4) | (1 << 5);
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+const ENOENT: i32 = 2;
 /// `BPF_F_CURRENT_NETNS`: look up in the namespace of the packet's device.
 const CURRENT_NETNS: i32 = -1;
 
@@ -112,6 +113,10 @@ pub fn gate<H: Hook>(
         )
     };
     if ct.is_null() {
+        // ENOENT is the normal "no entry yet"; anything else means the lookup itself failed.
+        if opts.error != -ENOENT && super::log::allowed() {
+            aya_log_ebpf::warn!(&(), "conntrack lookup failed with error {}", opts.error);
+        }
         return Err(reason::CT_NEW);
     }
     // SAFETY: `ct` is a referenced `struct nf_conn`; `status` is an unsigned long at the

@@ -24,6 +24,7 @@
 
 mod ct;
 mod hooks;
+mod log;
 mod maps;
 mod parse;
 mod v4;
