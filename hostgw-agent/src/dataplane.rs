@@ -314,7 +314,8 @@ impl Dataplane {
 
     /// Keeps the egress program on exactly the bridge's current ports: attaches it to new
     /// ones and releases the hooks (and pins) of ports that are gone. Returns the names of the
-    /// ports newly attached.
+    /// ports newly attached; a port that cannot be attached is logged and left for the next
+    /// call.
     pub fn sync_ports(&mut self, ports: &[Link]) -> Result<Vec<String>, DataplaneError> {
         let prefix = format!("{}@", names::PROG_EGRESS);
         let want: BTreeSet<String> = ports
@@ -330,7 +331,12 @@ impl Dataplane {
                 Some(_) => self.release(&key)?,
                 None => {}
             }
-            self.attach_tc(names::PROG_EGRESS, port)?;
+            // A port can vanish between the listing and the attach (a pod going away): that
+            // port is skipped, the others are attached, and the next round tries again.
+            if let Err(error) = self.attach_tc(names::PROG_EGRESS, port) {
+                tracing::warn!(port = port.name, %error, "egress program not attached; retried next round");
+                continue;
+            }
             self.port_hooks.insert(key);
             attached.push(port.name.clone());
         }
