@@ -135,6 +135,13 @@ pub struct RunArgs {
     #[arg(long, env = "HOSTGW_REPLACE_PROGRAMS")]
     pub replace_programs: bool,
 
+    /// Whether to attach the XDP program to the uplink. It only forwards transit traffic
+    /// (with `XDP_TX`); everything else it hands to TC. `auto` attaches it except on a veth
+    /// uplink, where it could not transmit and where attaching XDP makes the peer give up
+    /// GSO, costing TCP throughput.
+    #[arg(long, env = "HOSTGW_XDP", value_enum, default_value_t = XdpAttach::Auto)]
+    pub xdp: XdpAttach,
+
     /// Whether a flow must be established in netfilter's conntrack, without NAT, before the
     /// programs forward it. `auto` turns it on while the node has NAT rules (kube-proxy,
     /// masquerade) and off on a pure routing node.
@@ -166,4 +173,15 @@ pub enum GateMode {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `--xdp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum XdpAttach {
+    /// Attach, except on a veth uplink.
+    Auto,
+    /// Attach (native mode, else generic).
+    On,
+    /// Do not attach.
+    Off,
 }

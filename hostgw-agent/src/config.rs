@@ -59,6 +59,7 @@ pub struct Config {
     pub metrics_addr: std::net::SocketAddr,
     pub replace_programs: bool,
     pub conntrack_gate: crate::cli::GateMode,
+    pub xdp: crate::cli::XdpAttach,
     pub resync: std::time::Duration,
 }
 
@@ -116,6 +117,7 @@ impl TryFrom<RunArgs> for Config {
             metrics_addr: args.metrics_addr,
             replace_programs: args.replace_programs,
             conntrack_gate: args.conntrack_gate,
+            xdp: args.xdp,
             resync: std::time::Duration::from_secs(args.resync_seconds),
             uplink: args.uplink,
             bridge: args.bridge,

@@ -473,6 +473,21 @@ impl Dataplane {
         Ok(mode)
     }
 
+    /// Removes the XDP link an earlier run pinned on `iface`, if any, which detaches it (for
+    /// an agent now configured without XDP).
+    pub fn forget_xdp(&mut self, iface: &Link) -> Result<(), DataplaneError> {
+        let path = self.link_pin(&format!("{}@{}", names::PROG_XDP, iface.name));
+        if path.exists() {
+            remove_file_if_exists(&path).map_err(|source| DataplaneError::PinDir {
+                action: "removing",
+                path: path.clone(),
+                source,
+            })?;
+            tracing::info!(pin = %path.display(), "XDP link of an earlier run removed");
+        }
+        Ok(())
+    }
+
     /// Attaches the TC program `name` to the ingress of `iface`: a tcx link, else a clsact
     /// filter. A link an earlier run pinned is adopted (and with `replace_programs`, updated
     /// to this program).

@@ -143,8 +143,18 @@ pub fn attach_all(
         &kernel,
     )?;
     dp.set_replace_programs(config.replace_programs);
+    let xdp = match config.xdp {
+        cli::XdpAttach::On => true,
+        cli::XdpAttach::Off => false,
+        cli::XdpAttach::Auto => !ifaces.uplink.is_veth,
+    };
     let attached = (|| {
-        dp.attach_xdp(&ifaces.uplink)?;
+        if xdp {
+            dp.attach_xdp(&ifaces.uplink)?;
+        } else {
+            tracing::info!(uplink = ifaces.uplink.name, mode = ?config.xdp, "XDP not attached: TC handles everything");
+            dp.forget_xdp(&ifaces.uplink)?;
+        }
         dp.attach_tc(names::PROG_INGRESS, &ifaces.uplink)?;
         dp.attach_tc(names::PROG_EGRESS, &ifaces.bridge)?;
         dp.sync_ports(&ifaces.ports)?;
@@ -321,6 +331,7 @@ mod tests {
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             replace_programs: false,
             conntrack_gate: cli::GateMode::Auto,
+            xdp: cli::XdpAttach::Auto,
             resync: Duration::from_secs(30),
             uplink: "eth0".to_owned(),
             bridge: "cni0".to_owned(),

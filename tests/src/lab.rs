@@ -287,12 +287,12 @@ impl Node {
     pub fn log_path(&self) -> &Path {
         &self.log
     }
-    /// Where the agent pins the link of its XDP program on the uplink.
-    pub fn xdp_link_pin(&self) -> PathBuf {
+    /// Where the agent pins the link of its TC program on the uplink.
+    pub fn uplink_link_pin(&self) -> PathBuf {
         self.pins
             .path()
             .join("links")
-            .join(format!("{}@{UPLINK}", names::PROG_XDP))
+            .join(format!("{}@{UPLINK}", names::PROG_INGRESS))
     }
 }
 
@@ -844,13 +844,13 @@ impl Lab {
     }
 
     /// Waits until node `i`'s agent has attached (its process holds the link pinned at
-    /// `<pin dir>/links/hostgw_xdp@eth0`, created or adopted) and its routes (protocol
+    /// `<pin dir>/links/hostgw_ingress@eth0`, created or adopted) and its routes (protocol
     /// [`ROUTE_PROTO`]) are exactly [`Lab::expected_agent_routes`]. Panics with the agent's
     /// log on a timeout or an exit.
     pub fn wait_agent_ready(&mut self, i: usize) {
         let expected = self.expected_agent_routes(i);
         let netns = self.node(i).netns().to_owned();
-        let xdp_pin = self.node(i).xdp_link_pin();
+        let uplink_pin = self.node(i).uplink_link_pin();
         let log = self.node(i).log.clone();
         let agent = self
             .node_mut(i)
@@ -864,7 +864,7 @@ impl Lab {
         );
         agent.wait_until(AGENT_READY_TIMEOUT, &what, || {
             check_interrupted();
-            pinned_link_id(&xdp_pin).is_some_and(|id| held_link_ids(pid).contains(&id))
+            pinned_link_id(&uplink_pin).is_some_and(|id| held_link_ids(pid).contains(&id))
                 && agent_routes_in(&netns) == expected
         });
     }
@@ -984,10 +984,16 @@ impl Lab {
         xdp_prog_id_in(self.node(i).netns())
     }
 
-    /// The id of the link pinned at `<pin dir>/links/hostgw_xdp@eth0` on node `i`, if any
+    /// The id of the link pinned at `<pin dir>/links/hostgw_ingress@eth0` on node `i`, if any
     /// (the same id means the same link).
-    pub fn xdp_link_id(&self, i: usize) -> Option<u32> {
-        pinned_link_id(&self.node(i).xdp_link_pin())
+    pub fn uplink_link_id(&self, i: usize) -> Option<u32> {
+        pinned_link_id(&self.node(i).uplink_link_pin())
+    }
+
+    /// The id of the program behind that link.
+    pub fn uplink_prog_id(&self, i: usize) -> Option<u32> {
+        let link = FdLink::from(PinnedLink::from_pin(self.node(i).uplink_link_pin()).ok()?);
+        link.info().ok().map(|info| info.program_id())
     }
 
     /// Ids of the BPF links node `i`'s agent process holds open.

@@ -50,7 +50,8 @@ const HOOKS: [(&str, &[&str]); 3] = [
 ];
 
 /// A namespace holding one [`node`], its pin directory, and an agent started on it with
-/// `uplink` as its uplink.
+/// `uplink` as its uplink. `--xdp on` makes it attach XDP even though the uplink is a veth
+/// (where `auto` would not), so every hook kind is exercised.
 fn start(name: &str, uplink: &str) -> (Netns, PinDir, Agent) {
     require_root();
     let ns = Netns::new(name);
@@ -67,6 +68,8 @@ fn start(name: &str, uplink: &str) -> (Netns, PinDir, Agent) {
         "cni0",
         "--pin-dir",
         &pin_dir,
+        "--xdp",
+        "on",
     ]);
     (ns, pins, agent)
 }

@@ -354,8 +354,10 @@ fn agent_sigkill_loses_no_packet_and_restart_adopts_pins() {
     assert_pings(&lab, warm, 3, "warm-up n1p1 → n2p1");
     let maps = [names::STATS, names::ROUTES_V4, names::ENDPOINTS_V4];
     let map_ids = maps.map(|m| lab.map_id(1, m));
-    let link = lab.xdp_link_id(1).expect("n1 has a pinned XDP link");
-    let prog = lab.xdp_prog_id(1).expect("n1 has an XDP program");
+    let link = lab.uplink_link_id(1).expect("n1 has a pinned uplink link");
+    let prog = lab
+        .uplink_prog_id(1)
+        .expect("n1 has a program on its uplink");
 
     let count = 500;
     let job = lab.ping_spawn(from, to, count, Duration::from_millis(10));
@@ -364,9 +366,9 @@ fn agent_sigkill_loses_no_packet_and_restart_adopts_pins() {
     assert_eq!(status.signal(), Some(libc::SIGKILL), "agent exit: {status}");
     // Killed, the agent left its programs attached through the pinned links.
     assert_eq!(
-        lab.xdp_prog_id(1),
+        lab.uplink_prog_id(1),
         Some(prog),
-        "n1's XDP program went away with its agent"
+        "n1's uplink program went away with its agent"
     );
     lab.restart_agent(1);
     let stats = job.wait(Duration::from_secs(30));
@@ -382,13 +384,13 @@ fn agent_sigkill_loses_no_packet_and_restart_adopts_pins() {
         assert_eq!(lab.map_id(1, m), id, "the restarted agent replaced map {m}");
     }
     assert_eq!(
-        lab.xdp_link_id(1),
+        lab.uplink_link_id(1),
         Some(link),
-        "the restarted agent replaced the XDP link instead of adopting it"
+        "the restarted agent replaced the uplink link instead of adopting it"
     );
     assert!(
         lab.agent_link_ids(1).contains(&link),
-        "the restarted agent does not hold the pinned XDP link {link}: {:?}",
+        "the restarted agent does not hold the pinned uplink link {link}: {:?}",
         lab.agent_link_ids(1)
     );
     // ...and manages them: a deleted route comes back.
@@ -421,8 +423,10 @@ fn replace_programs_swaps_them_in_place_without_loss() {
     let (from, to) = (lab.pod(1, 1), lab.pod(2, 1).ip());
     let warm = lab.ping(from, to, 3, Duration::from_millis(200));
     assert_pings(&lab, warm, 3, "warm-up n1p1 → n2p1");
-    let link = lab.xdp_link_id(1).expect("n1 has a pinned XDP link");
-    let prog = lab.xdp_prog_id(1).expect("n1 has an XDP program");
+    let link = lab.uplink_link_id(1).expect("n1 has a pinned uplink link");
+    let prog = lab
+        .uplink_prog_id(1)
+        .expect("n1 has a program on its uplink");
 
     let count = 300;
     let job = lab.ping_spawn(from, to, count, Duration::from_millis(10));
@@ -438,14 +442,16 @@ fn replace_programs_swaps_them_in_place_without_loss() {
     );
     // The same link, updated in place to the new agent's program.
     assert_eq!(
-        lab.xdp_link_id(1),
+        lab.uplink_link_id(1),
         Some(link),
-        "the XDP link was recreated, not updated"
+        "the uplink link was recreated, not updated"
     );
-    let now = lab.xdp_prog_id(1).expect("n1 has an XDP program");
+    let now = lab
+        .uplink_prog_id(1)
+        .expect("n1 has a program on its uplink");
     assert_ne!(
         now, prog,
-        "--replace-programs left the old XDP program in place"
+        "--replace-programs left the old uplink program in place"
     );
     let before = lab.fast_path_counters(1);
     let again = lab.ping(lab.pod(1, 1), to, 20, Duration::from_millis(10));
