@@ -6,6 +6,7 @@
 //! namespace. [`lab`] builds whole host-gw clusters (nodes, pods, agents) from these guards, for
 //! the end-to-end tests and the `hostgw-lab` demo binary.
 
+pub mod bench;
 pub mod frame;
 pub mod lab;
 

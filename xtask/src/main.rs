@@ -1,10 +1,11 @@
 //! Developer commands for hostgw: `cargo xtask build-ebpf`, `cargo xtask test`,
-//! `cargo xtask demo`.
+//! `cargo xtask demo`, `cargo xtask bench`.
 //!
 //! Every command first makes sure the machine can build the eBPF programs (see
 //! [`toolchain`]) and says what it installs, so a fresh machine with only rustup and apt gets
 //! from `git clone` to a tested dataplane without manual steps.
 
+mod bench;
 mod demo;
 mod ebpf;
 mod packages;
@@ -33,6 +34,11 @@ enum Command {
     /// a packet through it: routes, traceroute, ping, a TCP transfer, then the fast-path
     /// counters next to the kernel's. Tears the lab down at the end unless `--keep`.
     Demo(demo::Options),
+    /// Install what is missing, build (release; debug with `--quick`) and benchmark the fast
+    /// path against the kernel's host-gw forwarding: forwarding rate per core, TCP,
+    /// request/response, the no-forwarding ceiling and the agent's control plane. Writes
+    /// target/bench/results.md and results.png and prints the table.
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::BuildEbpf(opts) => ebpf::build(&opts).map(|_| ()),
         Command::Test(opts) => test::run(&opts),
         Command::Demo(opts) => demo::run(&opts),
+        Command::Bench(opts) => bench::run(&opts),
     }
 }

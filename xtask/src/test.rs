@@ -6,7 +6,9 @@
 //! 3. runs the unprivileged tests of the workspace;
 //! 4. runs the tests that need root (the `hostgw-tests` crate: program tests, network
 //!    namespaces) as root, through `sudo -E` when this is not root;
-//! 5. ends with one line `N passed, N failed` and exits non-zero on any failure.
+//! 5. runs the benchmark's smoke run (`cargo xtask bench --quick`), so it never rots;
+//! 6. ends with one line `N passed, N failed` and exits non-zero on any failure (a failed
+//!    build or benchmark smoke run counts as one).
 
 use std::{
     ffi::OsString,
@@ -29,6 +31,9 @@ pub struct Options {
     /// Run only the unprivileged tests.
     #[arg(long)]
     pub no_root: bool,
+    /// Skip the benchmark's smoke run (`cargo xtask bench --quick`).
+    #[arg(long)]
+    pub no_bench: bool,
     /// Arguments passed to every test binary (a name filter, `--nocapture`, ...).
     #[arg(last = true)]
     pub test_args: Vec<String>,
@@ -146,6 +151,21 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
         }
         run_tests(&mut cmd, &mut tally, &mut broken)?;
+    }
+
+    if opts.no_root || opts.no_bench {
+        say("the benchmark's smoke run was skipped");
+    } else {
+        // The benchmark runs in CI too, so it never rots; its numbers are not judged here.
+        say("running the benchmark's smoke run (cargo xtask bench --quick)");
+        let quick = crate::bench::Options {
+            quick: true,
+            out: Some(util::target_dir().join("bench-quick")),
+            bench_args: Vec::new(),
+        };
+        if let Err(error) = crate::bench::run(&quick) {
+            broken.push(format!("cargo xtask bench --quick: {error:#}"));
+        }
     }
 
     if tally.ignored > 0 {
