@@ -65,16 +65,9 @@ impl From<&LinkMessage> for Link {
 
 /// The interface called `name`.
 pub async fn by_name(handle: &Handle, name: &str) -> Result<Link, IfaceError> {
-    let mut links = handle.link().get().match_name(name.to_owned()).execute();
-    match links.try_next().await {
-        Ok(Some(msg)) => Ok(Link::from(&msg)),
-        Ok(None) => Err(IfaceError::NotFound(name.to_owned())),
-        // The kernel answers ENODEV for an unknown name.
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {
-            Err(IfaceError::NotFound(name.to_owned()))
-        }
-        Err(e) => Err(IfaceError::Netlink(e)),
-    }
+    message_by_name(handle, name)
+        .await
+        .map(|msg| Link::from(&msg))
 }
 
 /// The raw message of the interface called `name`.

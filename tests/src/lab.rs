@@ -1308,6 +1308,26 @@ fn xdp_prog_id_in(netns: &str) -> Option<u32> {
         .and_then(|id| u32::try_from(id).ok())
 }
 
+/// Polls `check` every 20 ms until it returns `Some`, panicking with `what()` after `timeout`.
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: impl Fn() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {}",
+            what()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The value of `field` on the `prefix:` lines of `/proc/net/snmp`.
 pub fn parse_snmp(text: &str, prefix: &str, field: &str) -> Option<u64> {
     let tag = format!("{prefix}:");

@@ -14,7 +14,7 @@ use std::{
 };
 
 use hostgw_common::{ROUTE_F_RESOLVED, names};
-use hostgw_tests::lab::{self, Lab, Mode, NodeEntry, PingStats, Spec};
+use hostgw_tests::lab::{self, Lab, Mode, NodeEntry, PingStats, Spec, wait_for};
 
 const NODES: usize = 3;
 const PODS: usize = 2;
@@ -23,26 +23,6 @@ const FILE_EDIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn lab(name: &str, mode: Mode) -> Lab {
     Lab::start(name, &Spec::new(NODES, PODS, mode))
-}
-
-/// Polls `check` every 20 ms until it returns `Some`, panicking with `what()` after `timeout`.
-fn wait_for<T>(
-    timeout: Duration,
-    what: impl Fn() -> String,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?}: {}",
-            what()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Every ordered pair of pods pings, all pairs at once; every echo is answered.

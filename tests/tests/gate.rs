@@ -44,7 +44,7 @@ use hostgw_common::{
 };
 use hostgw_tests::{
     Netns,
-    lab::{self, Counters, Lab, Mode, PingStats, Spec},
+    lab::{self, Counters, Lab, Mode, PingStats, Spec, wait_for},
 };
 
 const NODES: usize = 2;
@@ -76,26 +76,6 @@ const AUTO_TIMEOUT: Duration = Duration::from_secs(35);
 
 fn lab(name: &str) -> Lab {
     Lab::start(name, &Spec::new(NODES, PODS, Mode::FastPath))
-}
-
-/// Polls `check` every 20 ms until it returns `Some`, panicking with `what()` after `timeout`.
-fn wait_for<T>(
-    timeout: Duration,
-    what: impl Fn() -> String,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?}: {}",
-            what()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn assert_pings(lab: &Lab, stats: PingStats, count: u32, what: &str) {

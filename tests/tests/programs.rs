@@ -289,37 +289,7 @@ struct Programs {
 
 impl Programs {
     fn load(world: &World, flags: u32) -> Self {
-        let cfg = world.config(flags);
-        let object =
-            hostgw_agent::kfunc::PatchedObject::new(&kernel()).expect("kfunc calls prepared");
-        let mut ebpf = EbpfLoader::new()
-            .override_global(names::CONFIG, &cfg, true)
-            .load(object.bytes())
-            .expect("the embedded object loads");
-        for name in [names::PROG_EGRESS, names::PROG_INGRESS] {
-            let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            p.load()
-                .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:?}"));
-        }
-        let x: &mut Xdp = ebpf
-            .program_mut(names::PROG_XDP)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        x.load()
-            .unwrap_or_else(|e| panic!("verifier rejected {}: {e:?}", names::PROG_XDP));
-
-        let mut routes: LpmTrie<_, [u8; 4], RouteV4> =
-            LpmTrie::try_from(ebpf.map_mut(names::ROUTES_V4).unwrap()).unwrap();
-        for (prefix, len, route) in world.routes() {
-            routes.insert(&Key::new(len, prefix), route, 0).unwrap();
-        }
-        let mut eps: BpfHashMap<_, [u8; 4], Endpoint> =
-            BpfHashMap::try_from(ebpf.map_mut(names::ENDPOINTS_V4).unwrap()).unwrap();
-        for (addr, ep) in world.endpoints() {
-            eps.insert(addr, ep, 0).unwrap();
-        }
-        let mut progs = Self { ebpf };
+        let mut progs = Self::load_with(world, world.config(flags));
         progs.set_forwarding(true);
         progs
     }
@@ -338,7 +308,8 @@ impl Programs {
             .expect("native XDP on the veth uplink");
     }
 
-    /// Loads with a different read-only configuration.
+    /// Loads the programs with `cfg` as their read-only configuration and fills the maps with
+    /// the world's routes and endpoints; the node state is left empty (forwarding off).
     fn load_with(world: &World, cfg: Config) -> Self {
         let object =
             hostgw_agent::kfunc::PatchedObject::new(&kernel()).expect("kfunc calls prepared");

@@ -7,11 +7,9 @@
 
 use std::{path::PathBuf, process::Command};
 
-use anyhow::{Context as _, bail};
-
 use crate::{
     packages, toolchain,
-    util::{self, describe, is_root, say, target_dir, workspace_root},
+    util::{self, is_root, say, target_dir, workspace_root},
 };
 
 /// Debian packages the benchmark needs on top of the tests' (`fonts-dejavu-core`: the
@@ -95,41 +93,6 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             "the full benchmark (about 20 minutes; keep the machine otherwise idle)"
         }
     ));
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("failed to start {}", describe(&cmd)))?;
-    // Ctrl-C reaches the benchmark too, which tears its labs down and exits: wait for that.
-    let _ignore = IgnoreInterrupts::new();
-    let status = child
-        .wait()
-        .with_context(|| format!("waiting for {}", describe(&cmd)))?;
-    if !status.success() {
-        bail!("{} failed: {status}", describe(&cmd));
-    }
-    Ok(())
-}
-
-/// Ignores SIGINT and SIGTERM in this process while it lives.
-struct IgnoreInterrupts {
-    previous: [libc::sighandler_t; 2],
-}
-
-impl IgnoreInterrupts {
-    const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
-
-    fn new() -> Self {
-        // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety
-        // preconditions.
-        let previous = Self::SIGNALS.map(|s| unsafe { libc::signal(s, libc::SIG_IGN) });
-        Self { previous }
-    }
-}
-
-impl Drop for IgnoreInterrupts {
-    fn drop(&mut self) {
-        for (s, h) in Self::SIGNALS.iter().zip(self.previous) {
-            // SAFETY: restores the disposition `new` found.
-            unsafe { libc::signal(*s, h) };
-        }
-    }
+    // Ctrl-C reaches the benchmark too, which tears its labs down and exits.
+    util::run_in_foreground(&mut cmd)
 }

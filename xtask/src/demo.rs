@@ -6,11 +6,9 @@
 
 use std::{path::PathBuf, process::Command};
 
-use anyhow::{Context as _, bail};
-
 use crate::{
     packages, toolchain,
-    util::{self, describe, is_root, say, workspace_root},
+    util::{self, is_root, say, workspace_root},
 };
 
 #[derive(Debug, clap::Args)]
@@ -83,42 +81,6 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             "; the lab is torn down at the end"
         }
     ));
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("failed to start {}", describe(&cmd)))?;
-    // Ctrl-C reaches the lab binary too, which tears the lab down and exits: wait for that
-    // rather than dying first and leaving it to finish in the background.
-    let _ignore = IgnoreInterrupts::new();
-    let status = child
-        .wait()
-        .with_context(|| format!("waiting for {}", describe(&cmd)))?;
-    if !status.success() {
-        bail!("{} failed: {status}", describe(&cmd));
-    }
-    Ok(())
-}
-
-/// Ignores SIGINT and SIGTERM in this process while it lives.
-struct IgnoreInterrupts {
-    previous: [libc::sighandler_t; 2],
-}
-
-impl IgnoreInterrupts {
-    const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
-
-    fn new() -> Self {
-        // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety
-        // preconditions.
-        let previous = Self::SIGNALS.map(|s| unsafe { libc::signal(s, libc::SIG_IGN) });
-        Self { previous }
-    }
-}
-
-impl Drop for IgnoreInterrupts {
-    fn drop(&mut self) {
-        for (s, h) in Self::SIGNALS.iter().zip(self.previous) {
-            // SAFETY: restores the disposition `new` found.
-            unsafe { libc::signal(*s, h) };
-        }
-    }
+    // Ctrl-C reaches the lab binary too, which tears the lab down and exits.
+    util::run_in_foreground(&mut cmd)
 }

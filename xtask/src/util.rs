@@ -28,6 +28,48 @@ pub fn status(cmd: &mut Command) -> anyhow::Result<ExitStatus> {
         .with_context(|| format!("failed to start {}", describe(cmd)))
 }
 
+/// Runs `cmd`, a program that cleans up after itself on Ctrl-C, and waits for it: this
+/// process ignores SIGINT and SIGTERM meanwhile, so it does not die first and leave the child
+/// finishing in the background. Fails with the command line when the child fails.
+pub fn run_in_foreground(cmd: &mut Command) -> anyhow::Result<()> {
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("failed to start {}", describe(cmd)))?;
+    let _ignore = IgnoreInterrupts::new();
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("{} failed: {status}", describe(cmd));
+    }
+    Ok(())
+}
+
+/// Ignores SIGINT and SIGTERM in this process while it lives.
+struct IgnoreInterrupts {
+    previous: [libc::sighandler_t; 2],
+}
+
+impl IgnoreInterrupts {
+    const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
+    fn new() -> Self {
+        // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety
+        // preconditions.
+        let previous = Self::SIGNALS.map(|s| unsafe { libc::signal(s, libc::SIG_IGN) });
+        Self { previous }
+    }
+}
+
+impl Drop for IgnoreInterrupts {
+    fn drop(&mut self) {
+        for (s, h) in Self::SIGNALS.iter().zip(self.previous) {
+            // SAFETY: restores the disposition `new` found.
+            unsafe { libc::signal(*s, h) };
+        }
+    }
+}
+
 /// Runs `cmd` and returns its standard output, failing when it exits non-zero.
 pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd

@@ -5,15 +5,16 @@
 //!
 //! - `hostgw_egress`, TC ingress of every bridge port (the host end of each pod's veth) and of
 //!   the bridge device as a catch-all: pod → remote pod, rewritten and redirected to the
-//!   uplink. On the port the bridge is never traversed; measured on this kind of machine that
-//!   is 2.78× the kernel path per core, against 1.37× for the same program on the bridge.
+//!   uplink. On the port the bridge is never traversed: a prototype measured on this kind of
+//!   machine 2.78× the kernel path per core, against 1.37× for the same program on the bridge
+//!   (`cargo xtask bench` measures this implementation).
 //! - `hostgw_ingress`, TC ingress of the uplink: remote node → local pod, delivered with
-//!   `bpf_redirect_peer` straight into the pod's namespace (2.69× the kernel path). It also
+//!   `bpf_redirect_peer` straight into the pod's namespace (the prototype: 2.69×). It also
 //!   forwards transit traffic and does the FIB fallback, which needs an skb.
 //! - `hostgw_xdp`, XDP on the uplink: only transit traffic (another node's pod CIDR arriving
 //!   on the uplink) is sent back out with `XDP_TX`, and only when the agent says the uplink
 //!   can transmit XDP frames. Local delivery stays in TC: an XDP redirect into a pod's veth
-//!   measured slower (2.34×) and needs NAPI on the pod's side of the veth, which is the pod's
+//!   measured slower in the prototype (2.34×) and needs NAPI on the pod's side of the veth, which is the pod's
 //!   namespace and not ours to configure; without it the kernel drops the frame.
 //!
 //! Every error path and every unproven case ends in "hand to the stack unchanged".
