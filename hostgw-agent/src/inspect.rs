@@ -12,7 +12,7 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray};
 use hostgw_common::{
     Counter, Endpoint, ROUTE_F_RESOLVED, RouteV4, STATE_F_CT_GATE, STATE_F_FORWARD_V4, State,
-    counters::{self, hook, reason},
+    counters::{self, family, hook, reason},
     names,
 };
 use ipnet::Ipv4Net;
@@ -226,22 +226,28 @@ pub async fn endpoint_rows(
 /// One counter of `stats`.
 #[derive(Debug, Serialize, Clone, PartialEq, Eq)]
 pub struct StatRow {
+    /// `ipv4`, `ipv6`, or `other` (frames of neither family).
+    pub family: &'static str,
     pub hook: &'static str,
     pub reason: &'static str,
     pub packets: u64,
     pub bytes: u64,
 }
 
-/// Every non-zero counter by hook and reason (all of them with `all`).
+/// Every non-zero counter by family, hook and reason (all of them with `all`).
 pub fn stat_rows(pin_dir: &Path, all: bool) -> Result<Vec<StatRow>, InspectError> {
     Ok(counters(pin_dir)?
         .into_iter()
         .enumerate()
-        .map(|(i, c)| StatRow {
-            hook: hook::NAMES[i / reason::COUNT as usize],
-            reason: reason::NAMES[i % reason::COUNT as usize],
-            packets: c.packets,
-            bytes: c.bytes,
+        .map(|(i, c)| {
+            let (f, h, r) = counters::split(i as u32);
+            StatRow {
+                family: family::NAMES[f as usize],
+                hook: hook::NAMES[h as usize],
+                reason: reason::NAMES[r as usize],
+                packets: c.packets,
+                bytes: c.bytes,
+            }
         })
         .filter(|r| all || r.packets > 0)
         .collect())

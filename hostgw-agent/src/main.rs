@@ -89,9 +89,10 @@ fn main() -> anyhow::Result<()> {
             if let Some(ns) = &args.inspect.netns {
                 hostgw_agent::netns::enter(ns).with_context(|| format!("--netns {ns}"))?;
             }
-            let cols = ["HOOK", "REASON", "PACKETS", "BYTES"];
+            let cols = ["FAMILY", "HOOK", "REASON", "PACKETS", "BYTES"];
             let row = |r: &hostgw_agent::inspect::StatRow| {
                 vec![
+                    r.family.into(),
                     r.hook.into(),
                     r.reason.into(),
                     r.packets.to_string(),
@@ -123,7 +124,7 @@ fn main() -> anyhow::Result<()> {
                 print(
                     args.inspect.output,
                     &rates,
-                    &["HOOK", "REASON", "PACKETS/S", "BYTES/S"],
+                    &["FAMILY", "HOOK", "REASON", "PACKETS/S", "BYTES/S"],
                     row,
                 );
                 println!();

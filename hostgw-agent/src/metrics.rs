@@ -151,10 +151,14 @@ impl Collector for Datapath {
         for (name, help, bytes) in [
             (
                 "datapath_packets",
-                "Packets by hook and verdict reason",
+                "Packets by address family, hook and verdict reason",
                 false,
             ),
-            ("datapath_bytes", "Bytes by hook and verdict reason", true),
+            (
+                "datapath_bytes",
+                "Bytes by address family, hook and verdict reason",
+                true,
+            ),
         ] {
             let mut family = encoder.encode_descriptor(
                 name,
@@ -163,7 +167,7 @@ impl Collector for Datapath {
                 prometheus_client::metrics::MetricType::Counter,
             )?;
             for r in &rows {
-                let labels = vec![("hook", r.hook), ("reason", r.reason)];
+                let labels = vec![("family", r.family), ("hook", r.hook), ("reason", r.reason)];
                 let value = if bytes { r.bytes } else { r.packets };
                 ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
             }

@@ -1,5 +1,19 @@
-//! Counter ids: one per hook and verdict reason, summed per CPU in the [`crate::names::STATS`]
-//! map at index [`index`]`(hook, reason)`.
+//! Counter ids: one per address family, hook and verdict reason, summed per CPU in the
+//! [`crate::names::STATS`] map at index [`index`]`(family, hook, reason)`.
+
+/// Which traffic a packet is: IPv4, IPv6, or neither.
+pub mod family {
+    /// An IPv4 frame (`EtherType` 0x0800).
+    pub const IPV4: u32 = 0;
+    /// An IPv6 frame (`EtherType` 0x86DD).
+    pub const IPV6: u32 = 1;
+    /// Neither: ARP, VLAN-tagged frames, other `EtherType`s, and frames too short to tell.
+    pub const OTHER: u32 = 2;
+    /// Number of families.
+    pub const COUNT: u32 = 3;
+    /// Names, indexed by family id, as metrics and `stats` print them.
+    pub const NAMES: [&str; COUNT as usize] = ["ipv4", "ipv6", "other"];
+}
 
 /// Where a program runs.
 pub mod hook {
@@ -27,7 +41,8 @@ pub mod reason {
     pub const FIB_FORWARD: u32 = 3;
     /// Redirected with `bpf_redirect_neigh`: the next hop's neighbour was unresolved.
     pub const NEIGH_REDIRECT: u32 = 4;
-    /// Passed: not an IPv4 frame (ARP, VLAN-tagged, and IPv6 until its path exists).
+    /// Passed: neither an IPv4 nor an IPv6 frame (ARP, VLAN-tagged, other `EtherType`s); always
+    /// counted under [`super::family::OTHER`].
     pub const PASS_NOT_IP: u32 = 5;
     /// Passed: frame not addressed to the bridge/uplink MAC (switched, not routed).
     pub const PASS_NOT_ROUTED: u32 = 6;
@@ -95,10 +110,40 @@ pub mod reason {
 }
 
 /// Number of entries in the stats map.
-pub const STATS_LEN: u32 = hook::COUNT * reason::COUNT;
+pub const STATS_LEN: u32 = family::COUNT * hook::COUNT * reason::COUNT;
 
-/// The stats map index of `(hook, reason)`.
+/// The stats map index of `(family, hook, reason)`.
 #[inline(always)]
-pub const fn index(hook: u32, reason: u32) -> u32 {
-    hook * reason::COUNT + reason
+pub const fn index(family: u32, hook: u32, reason: u32) -> u32 {
+    (family * hook::COUNT + hook) * reason::COUNT + reason
+}
+
+/// The `(family, hook, reason)` of a stats map index; the inverse of [`index`].
+#[inline(always)]
+pub const fn split(index: u32) -> (u32, u32, u32) {
+    let reason = index % reason::COUNT;
+    let rest = index / reason::COUNT;
+    (rest / hook::COUNT, rest % hook::COUNT, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_and_split_are_inverse_and_dense() {
+        let mut seen = [false; STATS_LEN as usize];
+        for f in 0..family::COUNT {
+            for h in 0..hook::COUNT {
+                for r in 0..reason::COUNT {
+                    let i = index(f, h, r);
+                    assert!(i < STATS_LEN);
+                    assert!(!seen[i as usize], "index {i} used twice");
+                    seen[i as usize] = true;
+                    assert_eq!(split(i), (f, h, r));
+                }
+            }
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
 }

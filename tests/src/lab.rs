@@ -351,16 +351,23 @@ impl Drop for ScratchDir {
     }
 }
 
-/// Packets counted by a node's programs, summed over CPUs, per `(hook, reason)`.
+/// Packets counted by a node's programs, summed over CPUs, per `(family, hook, reason)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counters {
     packets: Vec<u64>,
 }
 
 impl Counters {
-    /// Packets at `(hook, reason)`.
+    /// Packets at `(hook, reason)`, over every address family.
     pub fn get(&self, hook: u32, reason: u32) -> u64 {
-        self.packets[counters::index(hook, reason) as usize]
+        (0..counters::family::COUNT)
+            .map(|f| self.get_family(f, hook, reason))
+            .sum()
+    }
+
+    /// Packets at `(family, hook, reason)`.
+    pub fn get_family(&self, family: u32, hook: u32, reason: u32) -> u64 {
+        self.packets[counters::index(family, hook, reason) as usize]
     }
 
     /// Packets with `reason`, over every hook.

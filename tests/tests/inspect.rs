@@ -104,7 +104,7 @@ fn inspection_commands_and_metrics_show_the_lab() {
             .as_array()
             .expect("a list")
             .iter()
-            .find(|s| s["hook"] == hook && s["reason"] == reason)
+            .find(|s| s["family"] == "ipv4" && s["hook"] == hook && s["reason"] == reason)
             .map_or(0, |s| s["packets"].as_u64().expect("packets"))
     };
     assert!(count("egress", "fast_egress") >= 20, "{stats}");
@@ -151,7 +151,8 @@ fn inspection_commands_and_metrics_show_the_lab() {
     let response = http_get(&lab, 1, "/metrics");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let m = samples(&response);
-    let fast = m["hostgw_datapath_packets_total{hook=\"egress\",reason=\"fast_egress\"}"];
+    let fast =
+        m["hostgw_datapath_packets_total{family=\"ipv4\",hook=\"egress\",reason=\"fast_egress\"}"];
     assert!(fast >= 20, "fast_egress {fast}");
     assert_eq!(m["hostgw_nodes_programmed"], 1);
     assert_eq!(m["hostgw_map_entries{map=\"ROUTES_V4\"}"], 1);

@@ -18,7 +18,7 @@ use aya::{
 use hostgw_common::{
     CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, Config, Counter, Endpoint, ROUTE_F_RESOLVED, RouteV4,
     STATE_F_CT_GATE, STATE_F_FORWARD_V4, State,
-    counters::{self, hook, reason},
+    counters::{self, family, hook, reason},
     names,
 };
 use hostgw_tests::{
@@ -459,9 +459,10 @@ impl Programs {
             describe(&moved)
         );
         assert_rewritten(name, frame, &out, dmac, smac);
+        let fam = frame_family(frame);
         let mut want = vec![
-            (counters::index(prog.hook(), why), 1),
-            (counters::index(prog.hook(), reason::CT_ESTABLISHED), 1),
+            (counters::index(fam, prog.hook(), why), 1),
+            (counters::index(fam, prog.hook(), reason::CT_ESTABLISHED), 1),
         ];
         want.sort_unstable();
         assert_eq!(moved, want, "{name}: counters moved: {}", describe(&moved));
@@ -512,7 +513,7 @@ impl Programs {
                     describe(&moved)
                 );
                 assert_eq!(out, frame, "{name}: a passed frame was modified");
-                let idx = counters::index(prog.hook(), why);
+                let idx = counters::index(frame_family(frame), prog.hook(), why);
                 assert_eq!(
                     moved,
                     vec![(idx, 1)],
@@ -541,7 +542,7 @@ impl Programs {
                     describe(&moved)
                 );
                 assert_rewritten(name, frame, &out, dmac, smac);
-                let idx = counters::index(prog.hook(), why);
+                let idx = counters::index(frame_family(frame), prog.hook(), why);
                 assert_eq!(
                     moved,
                     vec![(idx, 1)],
@@ -562,19 +563,34 @@ fn verdict(e: Expect) -> String {
     }
 }
 
-/// Counter moves as `hook/reason +n`.
+/// Counter moves as `family/hook/reason +n`.
 fn describe(moved: &[(u32, u64)]) -> String {
     moved
         .iter()
-        .map(|(i, n)| {
-            format!(
-                "{}/{} +{n}",
-                hook::NAMES[(i / reason::COUNT) as usize],
-                reason_name(i % reason::COUNT)
-            )
-        })
+        .map(|(i, n)| format!("{} +{n}", counter_name(*i)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A stats index as `family/hook/reason`.
+fn counter_name(idx: u32) -> String {
+    let (f, h, r) = counters::split(idx);
+    format!(
+        "{}/{}/{}",
+        family::NAMES[f as usize],
+        hook::NAMES[h as usize],
+        reason_name(r)
+    )
+}
+
+/// The counter family a frame must be counted under: by its `EtherType`, `other` when it is
+/// neither IPv4 nor IPv6 or too short to tell (test runs carry no VLAN metadata).
+fn frame_family(frame: &[u8]) -> u32 {
+    match frame.get(12..14) {
+        Some([0x08, 0x00]) => family::IPV4,
+        Some([0x86, 0xdd]) => family::IPV6,
+        _ => family::OTHER,
+    }
 }
 
 fn reason_name(r: u32) -> &'static str {
@@ -1382,7 +1398,9 @@ fn randomized(world: &World) {
                         ctx()
                     );
                     assert!(out == frame, "passed frame modified: {}", ctx());
-                    *tally.entry(counters::index(prog.hook(), why)).or_default() += 1;
+                    *tally
+                        .entry(counters::index(frame_family(&frame), prog.hook(), why))
+                        .or_default() += 1;
                     *outcomes.entry("passed").or_default() += 1;
                 }
                 (
@@ -1400,7 +1418,9 @@ fn randomized(world: &World) {
                     };
                     assert_eq!(rc, fwd, "expected {}: {}", reason_name(why), ctx());
                     assert_rewritten(&ctx(), &frame, &out, dmac, smac);
-                    *tally.entry(counters::index(prog.hook(), why)).or_default() += 1;
+                    *tally
+                        .entry(counters::index(frame_family(&frame), prog.hook(), why))
+                        .or_default() += 1;
                     *outcomes.entry("forwarded").or_default() += 1;
                 }
                 (expect, got) => {
@@ -1413,22 +1433,22 @@ fn randomized(world: &World) {
     for idx in 0..counters::STATS_LEN {
         let moved = after[idx as usize] - before[idx as usize];
         let want = tally.get(&idx).copied().unwrap_or(0);
-        let (h, r) = (idx / reason::COUNT, idx % reason::COUNT);
         assert_eq!(
             moved,
             want,
-            "counter {}/{} moved {moved}, model says {want}",
-            hook::NAMES[h as usize],
-            reason_name(r)
+            "counter {} moved {moved}, model says {want}",
+            counter_name(idx)
         );
     }
     let mut reasons: Vec<_> = tally.iter().collect();
     reasons.sort();
     for (idx, n) in reasons {
+        let (f, h, r) = counters::split(*idx);
         println!(
-            "  {:>12} {:<22} {n}",
-            hook::NAMES[(idx / reason::COUNT) as usize],
-            reason_name(idx % reason::COUNT)
+            "  {:>5} {:>12} {:<22} {n}",
+            family::NAMES[f as usize],
+            hook::NAMES[h as usize],
+            reason_name(r)
         );
     }
     println!("outcomes: {outcomes:?}");

@@ -11,7 +11,11 @@
 
 use core::ffi::c_void;
 
-use hostgw_common::{Config, STATE_F_CT_GATE, State, counters::reason, kfunc};
+use hostgw_common::{
+    Config, STATE_F_CT_GATE, State,
+    counters::{family, reason},
+    kfunc,
+};
 
 use super::parse::{ETH_LEN, Hook, IPV4_LEN, Ipv4};
 
@@ -55,7 +59,7 @@ pub enum Kind {
     Xdp,
 }
 
-/// `Ok` when the gate is off or lets the flow through (then counted as `ct_established` on
+/// `Ok` when the gate is off or lets the IPv4 flow through (then counted as `ct_established` on
 /// `hook`); otherwise the pass reason.
 #[inline(always)]
 #[expect(
@@ -136,6 +140,6 @@ pub fn gate<H: Hook>(
     if status & IPS_NAT_MASK != 0 {
         return Err(reason::CT_NAT);
     }
-    super::maps::count(hook, reason::CT_ESTABLISHED, h.len());
+    super::maps::count(family::IPV4, hook, reason::CT_ESTABLISHED, h.len());
     Ok(())
 }

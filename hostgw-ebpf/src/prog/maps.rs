@@ -27,7 +27,7 @@ pub static ENDPOINTS_V4: HashMap<[u8; 4], Endpoint, { MAX_ENDPOINTS as usize }> 
 #[btf_map]
 pub static ENDPOINTS_V6: HashMap<[u8; 16], Endpoint, { MAX_ENDPOINTS as usize }> = HashMap::new();
 
-/// Per-CPU packet and byte counters by hook and reason.
+/// Per-CPU packet and byte counters by family, hook and reason.
 #[btf_map]
 pub static STATS: PerCpuArray<Counter, { STATS_LEN as usize }> = PerCpuArray::new();
 
@@ -46,10 +46,10 @@ pub static CONFIG: Global<Config> = Global::new(Config {
     pad: 0,
 });
 
-/// Adds one packet of `len` bytes to the `(hook, reason)` counter of this CPU.
+/// Adds one packet of `len` bytes to the `(family, hook, reason)` counter of this CPU.
 #[inline(always)]
-pub fn count(hook: u32, reason: u32, len: u32) {
-    if let Some(c) = STATS.get_ptr_mut(index(hook, reason)) {
+pub fn count(family: u32, hook: u32, reason: u32, len: u32) {
+    if let Some(c) = STATS.get_ptr_mut(index(family, hook, reason)) {
         // SAFETY: the pointer comes from a successful per-CPU lookup, so it is valid, and only
         // this CPU writes to it while the program runs.
         unsafe {

@@ -1,5 +1,7 @@
-//! Program entry points: each reads its context into a [`parse::Hook`], asks [`v4`] what to
-//! do, and [`apply`]s the answer.
+//! Program entry points: each reads its context into a [`parse::Hook`], tells the frame's
+//! family by its `EtherType` ([`parse::family`]), asks [`v4`] what to do with IPv4, and
+//! [`apply`]s the answer. Other frames, IPv6 among them until its path exists, are counted and
+//! passed here. Every counter carries the family, so IPv4 and IPv6 traffic can be told apart.
 //!
 //! Which hook does what, and why:
 //!
@@ -37,12 +39,12 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use hostgw_common::counters::{hook, reason};
+use hostgw_common::counters::{family, hook, reason};
 
 use self::{
     hooks::{Tc, Xdp},
     maps::{CONFIG, count, state},
-    parse::{Hook as _, rewrite_v4},
+    parse::{Hook, rewrite_v4},
     v4::Action,
 };
 
@@ -54,8 +56,14 @@ const AF_INET: u32 = 2;
 pub fn hostgw_egress(ctx: TcContext) -> i32 {
     let cfg = CONFIG.load();
     let tc = Tc(&ctx);
-    let action = v4::egress(&ctx, &tc, &cfg, &state());
-    apply(&tc, hook::EGRESS, action)
+    let state = state();
+    match parse::family(&tc) {
+        family::IPV4 => apply(&tc, hook::EGRESS, v4::egress(&ctx, &tc, &cfg, &state)),
+        f => {
+            count_other(&tc, f, hook::EGRESS, &state.bridge_mac);
+            TC_ACT_OK
+        }
+    }
 }
 
 /// TC, ingress of the uplink: remote node → local pod, transit, FIB fallback.
@@ -63,8 +71,14 @@ pub fn hostgw_egress(ctx: TcContext) -> i32 {
 pub fn hostgw_ingress(ctx: TcContext) -> i32 {
     let cfg = CONFIG.load();
     let tc = Tc(&ctx);
-    let action = v4::ingress(&ctx, &tc, &cfg, &state());
-    apply(&tc, hook::INGRESS_TC, action)
+    let state = state();
+    match parse::family(&tc) {
+        family::IPV4 => apply(&tc, hook::INGRESS_TC, v4::ingress(&ctx, &tc, &cfg, &state)),
+        f => {
+            count_other(&tc, f, hook::INGRESS_TC, &state.uplink_mac);
+            TC_ACT_OK
+        }
+    }
 }
 
 /// XDP on the uplink: transit with `XDP_TX`; everything else to the TC hook.
@@ -73,7 +87,13 @@ pub fn hostgw_xdp(ctx: XdpContext) -> u32 {
     let cfg = CONFIG.load();
     let x = Xdp(&ctx);
     let len = x.len();
-    match v4::ingress_xdp(&x, ctx.as_ptr(), &cfg, &state()) {
+    let state = state();
+    let f = parse::family(&x);
+    if f != family::IPV4 {
+        count_other(&x, f, hook::INGRESS_XDP, &state.uplink_mac);
+        return xdp_action::XDP_PASS;
+    }
+    match v4::ingress_xdp(&x, ctx.as_ptr(), &cfg, &state) {
         Action::Redirect {
             reason,
             ifindex,
@@ -81,21 +101,28 @@ pub fn hostgw_xdp(ctx: XdpContext) -> u32 {
             smac,
         } if ifindex == x.ingress_ifindex() => {
             if !rewrite_v4(&x, Some((&dmac, &smac))) {
-                count(hook::INGRESS_XDP, reason::PASS_MALFORMED, len);
+                count(family::IPV4, hook::INGRESS_XDP, reason::PASS_MALFORMED, len);
                 return xdp_action::XDP_PASS;
             }
-            count(hook::INGRESS_XDP, reason, len);
+            count(family::IPV4, hook::INGRESS_XDP, reason, len);
             xdp_action::XDP_TX
         }
         Action::Pass(why) => {
-            count(hook::INGRESS_XDP, why, len);
+            count(family::IPV4, hook::INGRESS_XDP, why, len);
             xdp_action::XDP_PASS
         }
         _ => {
-            count(hook::INGRESS_XDP, reason::HANDOFF_TC, len);
+            count(family::IPV4, hook::INGRESS_XDP, reason::HANDOFF_TC, len);
             xdp_action::XDP_PASS
         }
     }
+}
+
+/// Counts a frame the programs have no path for (not IPv4) under its `family` and the reason
+/// the Ethernet checks give; the caller passes it.
+#[inline(always)]
+fn count_other<H: Hook>(h: &H, family: u32, hook: u32, router_mac: &[u8; 6]) {
+    count(family, hook, parse::other(h, router_mac), h.len());
 }
 
 /// Carries out a TC program's decision: count it, rewrite, redirect.
@@ -104,7 +131,7 @@ fn apply(tc: &Tc, hook: u32, action: Action) -> i32 {
     let len = tc.len();
     let (why, rewritten) = match &action {
         Action::Pass(why) => {
-            count(hook, *why, len);
+            count(family::IPV4, hook, *why, len);
             return TC_ACT_OK;
         }
         Action::Redirect {
@@ -116,10 +143,10 @@ fn apply(tc: &Tc, hook: u32, action: Action) -> i32 {
         Action::Neigh { .. } => (reason::NEIGH_REDIRECT, rewrite_v4(tc, None)),
     };
     if !rewritten {
-        count(hook, reason::PASS_MALFORMED, len);
+        count(family::IPV4, hook, reason::PASS_MALFORMED, len);
         return TC_ACT_OK;
     }
-    count(hook, why, len);
+    count(family::IPV4, hook, why, len);
     // Each helper returns TC_ACT_REDIRECT; the kernel sends the packet once the program
     // returns.
     match action {

@@ -1,9 +1,12 @@
 //! Bounds-checked access to a frame's headers, shared by the TC and XDP programs.
 //!
 //! [`Hook`] is what a program's context offers (packet bounds, lengths, helpers that differ
-//! between skb and XDP); [`ipv4`] reads and checks the headers the forwarding decision needs.
+//! between skb and XDP); [`family`] tells which path a frame takes, and [`ipv4`] reads and
+//! checks the headers the forwarding decision needs.
 
 use core::mem::size_of;
+
+use hostgw_common::counters::{family, reason};
 
 /// Ethernet header length.
 pub const ETH_LEN: usize = 14;
@@ -11,6 +14,8 @@ pub const ETH_LEN: usize = 14;
 pub const IPV4_LEN: usize = 20;
 /// `EtherType` of IPv4 in network byte order, as read from the frame on a little-endian target.
 pub const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+/// `EtherType` of IPv6 in network byte order.
+pub const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
 
 /// What differs between a TC (skb) and an XDP context.
 pub trait Hook {
@@ -67,6 +72,67 @@ pub enum Unfit {
     Fragment,
 }
 
+impl Unfit {
+    /// The pass reason counted for it.
+    #[inline(always)]
+    pub fn reason(self) -> u32 {
+        match self {
+            Self::Malformed => reason::PASS_MALFORMED,
+            Self::NotIp => reason::PASS_NOT_IP,
+            Self::Multicast => reason::PASS_MULTICAST,
+            Self::NotRouted => reason::PASS_NOT_ROUTED,
+            Self::Options => reason::PASS_IP_OPTIONS,
+            Self::Fragment => reason::PASS_FRAGMENT,
+        }
+    }
+}
+
+/// Which counter family, and so which path, a frame belongs to: by its `EtherType`, with
+/// VLAN-tagged frames and frames shorter than an Ethernet header under `OTHER`.
+#[inline(always)]
+pub fn family<H: Hook>(h: &H) -> u32 {
+    let Some(ethertype) = h.ptr_at::<[u8; 2]>(12) else {
+        return family::OTHER;
+    };
+    if h.vlan_present() {
+        return family::OTHER;
+    }
+    // SAFETY: `ptr_at` checked both bytes lie inside the packet.
+    match unsafe { *ethertype } {
+        ETH_P_IP => family::IPV4,
+        ETH_P_IPV6 => family::IPV6,
+        _ => family::OTHER,
+    }
+}
+
+/// The pass reason of a frame of family `OTHER`: the Ethernet checks' answer, else not IP.
+#[inline(always)]
+pub fn other<H: Hook>(h: &H, router_mac: &[u8; 6]) -> u32 {
+    match ethernet(h, router_mac) {
+        Ok(_) => reason::PASS_NOT_IP,
+        Err(u) => u.reason(),
+    }
+}
+
+/// Checks the Ethernet header of a frame that must be addressed to `router_mac` and returns
+/// its `EtherType`.
+#[inline(always)]
+fn ethernet<H: Hook>(h: &H, router_mac: &[u8; 6]) -> Result<[u8; 2], Unfit> {
+    let eth: *const [u8; ETH_LEN] = h.ptr_at(0).ok_or(Unfit::Malformed)?;
+    // SAFETY: `ptr_at` checked that the whole header lies inside the packet.
+    let eth = unsafe { *eth };
+    if h.vlan_present() {
+        return Err(Unfit::NotIp);
+    }
+    if eth[0] & 1 != 0 {
+        return Err(Unfit::Multicast);
+    }
+    if eth[0..6] != router_mac[..] {
+        return Err(Unfit::NotRouted);
+    }
+    Ok([eth[12], eth[13]])
+}
+
 /// The IPv4 length of the packets that will leave: the packet's own, or for a GSO packet that
 /// of each segment (IP header + L4 header + `gso_size`). `None` for a GSO packet whose L4
 /// header this does not read (neither TCP nor UDP).
@@ -93,19 +159,7 @@ pub fn segment_len<H: Hook>(h: &H, ip: &Ipv4) -> Option<u32> {
 /// `router_mac`. Nothing is written.
 #[inline(always)]
 pub fn ipv4<H: Hook>(h: &H, router_mac: &[u8; 6]) -> Result<Ipv4, Unfit> {
-    let eth: *const [u8; ETH_LEN] = h.ptr_at(0).ok_or(Unfit::Malformed)?;
-    // SAFETY: `ptr_at` checked that the whole header lies inside the packet.
-    let eth = unsafe { *eth };
-    if h.vlan_present() {
-        return Err(Unfit::NotIp);
-    }
-    if eth[0] & 1 != 0 {
-        return Err(Unfit::Multicast);
-    }
-    if eth[0..6] != router_mac[..] {
-        return Err(Unfit::NotRouted);
-    }
-    if eth[12..14] != ETH_P_IP {
+    if ethernet(h, router_mac)? != ETH_P_IP {
         return Err(Unfit::NotIp);
     }
 

@@ -53,19 +53,6 @@ pub enum Action {
     Neigh { ifindex: u32, nh: [u8; 4] },
 }
 
-/// The pass reason for a frame the fast path may not forward.
-#[inline(always)]
-fn unfit(u: Unfit) -> u32 {
-    match u {
-        Unfit::Malformed => reason::PASS_MALFORMED,
-        Unfit::NotIp => reason::PASS_NOT_IP,
-        Unfit::Multicast => reason::PASS_MULTICAST,
-        Unfit::NotRouted => reason::PASS_NOT_ROUTED,
-        Unfit::Options => reason::PASS_IP_OPTIONS,
-        Unfit::Fragment => reason::PASS_FRAGMENT,
-    }
-}
-
 /// The checks every forwarded packet passes: a plain IPv4 unicast packet addressed to
 /// `router_mac`, forwarding on, a source `rpf` accepts, TTL > 1.
 #[inline(always)]
@@ -75,7 +62,7 @@ fn forwardable<H: Hook>(
     router_mac: &[u8; 6],
     rpf: impl FnOnce(&Ipv4) -> bool,
 ) -> Result<Ipv4, u32> {
-    let ip = parse::ipv4(h, router_mac).map_err(unfit)?;
+    let ip = parse::ipv4(h, router_mac).map_err(Unfit::reason)?;
     if state.flags & STATE_F_FORWARD_V4 == 0 {
         return Err(reason::PASS_FWD_DISABLED);
     }
