@@ -8,6 +8,9 @@
 //!   kernel + maps ──► kernel, iface ───┘            trie and endpoint maps)
 //! ```
 //!
+//! Both address families take the same path: desired state, plan and apply are keyed by
+//! `IpNet`/`IpAddr`, and each family's trie and endpoint map is picked at apply time.
+//!
 //! [`run`] sets up the dataplane ([`dataplane`]: load, adopt pins, attach) and then runs
 //! [`reconcile`] rounds: on a new node list, on netlink events, and periodically. Each round
 //! reads the full current state and plans from it (level-triggered). On shutdown the
