@@ -2,8 +2,9 @@
 //! reads the full current state, plans against it and applies the plan. It never acts on a
 //! single event's content, so a missed or duplicated event cannot leave stale state.
 //!
-//! Owns the order of a round: interfaces and bridge ports (egress hooks), desired state, node
-//! state (forwarding), kernel and map state, plan, apply.
+//! Owns the order of a round: interfaces and bridge ports (egress hooks), desired state, IPv6
+//! forwarding (switched on once this node has an IPv6 pod CIDR), node state (forwarding of
+//! both families), kernel and map state, plan, apply.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -31,7 +32,7 @@ use crate::{
     nodes::Item,
     plan::{self, Actual, Op, Uplink},
     source::Nodes,
-    sysctl::NodeState,
+    sysctl::{self, NodeState},
 };
 
 /// `RTNLGRP_IPV4_NETCONF` and `RTNLGRP_IPV6_NETCONF`: forwarding changes.
@@ -111,6 +112,15 @@ impl Reconciler {
             None => None,
         };
 
+        // This node routes IPv6 once it has an IPv6 pod CIDR: forwarding must be on.
+        let mut sysctl_errors = 0;
+        if desired.as_ref().is_some_and(|d| d.has_local(Family::V6))
+            && let Err(error) = sysctl::enable_ipv6_forwarding(&uplink.name)
+        {
+            tracing::warn!(%error, "cannot enable IPv6 forwarding; retried next round");
+            sysctl_errors += 1;
+        }
+
         let ifaces = crate::Interfaces {
             uplink: uplink.clone(),
             bridge: bridge.clone(),
@@ -124,6 +134,7 @@ impl Reconciler {
         if self.node_state != Some(state) {
             tracing::info!(
                 forwarding_v4 = state.forwarding_v4,
+                forwarding_v6 = state.forwarding_v6,
                 ct_gate = state.ct_gate,
                 "node state"
             );
@@ -156,6 +167,7 @@ impl Reconciler {
         };
         let mut round = Round {
             ops: ops.len(),
+            errors: sysctl_errors,
             nodes_applied: desired.is_some(),
             routes_v4: desired.as_ref().map_or(0, |d| d.routes_of(Family::V4)),
             routes_v6: desired.as_ref().map_or(0, |d| d.routes_of(Family::V6)),
