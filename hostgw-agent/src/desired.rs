@@ -843,4 +843,40 @@ mod tests {
         assert_eq!(Family::of_text("10.1.300.0/24"), Family::V4);
         assert_eq!(Family::of_text("garbage"), Family::V4);
     }
+
+    #[test]
+    fn a_public_ipv6_annotation_is_the_ipv6_next_hop() {
+        let text = "apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Node
+  metadata:
+    name: b
+    annotations:
+      flannel.alpha.coreos.com/public-ip: 172.20.11.99
+      flannel.alpha.coreos.com/public-ipv6: 'fd00:20::99'
+  spec: {podCIDRs: [10.1.27.0/24, 'fd00:10:27::/64']}
+  status:
+    addresses:
+    - {type: InternalIP, address: 172.20.11.42}
+    - {type: InternalIP, address: 'fd00:99::42'}
+";
+        let items = crate::nodes::parse(
+            std::path::Path::new("nodes.yaml"),
+            text,
+            crate::nodes::DEFAULT_ANNOTATION_PREFIX,
+        )
+        .expect("parses");
+        let d = desired(&items, &local_dual());
+        // The off-link InternalIPs are replaced, per family, by the annotated addresses.
+        assert_eq!(
+            d.routes,
+            BTreeMap::from([
+                (net("10.1.27.0/24"), route("b", "172.20.11.99")),
+                (net("fd00:10:27::/64"), route("b", "fd00:20::99")),
+            ])
+        );
+        assert!(d.skipped.is_empty(), "{:?}", d.skipped);
+    }
 }
