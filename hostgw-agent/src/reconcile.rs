@@ -349,3 +349,94 @@ pub fn watch_netlink(notify: Arc<Notify>) -> Result<(), Error> {
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::{
+        cli::{Cli, Command},
+        metrics::Metrics,
+        nodes::NodeInfo,
+    };
+
+    fn node(name: &str, cidrs: &[&str], ips: &[&str]) -> Item {
+        Item::Node(NodeInfo {
+            name: name.into(),
+            pod_cidrs: cidrs.iter().map(|s| (*s).to_owned()).collect(),
+            internal_ips: ips.iter().map(|s| (*s).to_owned()).collect(),
+        })
+    }
+
+    #[tokio::test]
+    async fn skips_and_routes_are_exported_by_family() {
+        let cli = Cli::try_parse_from([
+            "hostgw-agent",
+            "run",
+            "--uplink",
+            "eth0",
+            "--node-name",
+            "me",
+        ])
+        .expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        let config = Config::try_from(args).expect("valid");
+        let (_conn, handle, _) = rtnetlink::new_connection().expect("netlink socket");
+        let mut r = Reconciler::new(config, handle, None);
+        let items = [
+            node(
+                "me",
+                &["10.1.79.0/24", "fd00:10:79::/64"],
+                &["172.20.11.43"],
+            ),
+            node(
+                "b",
+                &["10.1.27.0/24", "fd00:10:27::/64"],
+                &["172.20.11.42", "fd00:20::42"],
+            ),
+            node("c", &["10.1.28.0/24"], &["172.20.11.44"]),
+            node("d", &["10.1.29.0/24"], &["172.20.11.45"]),
+            Item::Malformed {
+                name: "broken".into(),
+                error: "bad".into(),
+            },
+        ];
+        let local = Local {
+            node_name: "me".into(),
+            uplink_addrs: vec![
+                "172.20.11.43/24".parse().unwrap(),
+                "fd00:20::43/64".parse().unwrap(),
+            ],
+        };
+        let d = desired::desired(&items, &local);
+        r.report_skips(&d);
+        assert_eq!(
+            r.skipped_by_reason,
+            BTreeMap::from([
+                (("malformed_object", "any"), 1),
+                (("no_pod_cidr", "ipv6"), 2),
+            ])
+        );
+        let m = Metrics::new("/nonexistent/hostgw".into());
+        let round = Round {
+            routes_v4: d.routes_of(Family::V4),
+            routes_v6: d.routes_of(Family::V6),
+            ..Round::default()
+        };
+        r.record(&m, &Ok(round));
+        let text = m.encode();
+        for line in [
+            "hostgw_nodes_skipped{reason=\"no_pod_cidr\",family=\"ipv6\"} 2",
+            "hostgw_nodes_skipped{reason=\"malformed_object\",family=\"any\"} 1",
+            "hostgw_nodes_programmed{family=\"ipv4\"} 3",
+            "hostgw_nodes_programmed{family=\"ipv6\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert_eq!(m.last().expect("recorded").routes, 4);
+        assert_eq!(m.last().expect("recorded").skipped, 3);
+    }
+}
