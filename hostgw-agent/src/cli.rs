@@ -118,7 +118,8 @@ pub struct RunArgs {
     pub kubeconfig: Option<PathBuf>,
 
     /// Prefix of the node annotations read as in flannel: `<prefix>/public-ip-overwrite`,
-    /// else `<prefix>/public-ip`, replaces the `InternalIP` as the node's next hop.
+    /// else `<prefix>/public-ip`, replaces the IPv4 `InternalIP` as the node's next hop, and
+    /// `<prefix>/public-ipv6-overwrite`, else `<prefix>/public-ipv6`, the IPv6 one.
     #[arg(
         long,
         env = "HOSTGW_KUBE_ANNOTATION_PREFIX",

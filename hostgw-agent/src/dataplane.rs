@@ -12,7 +12,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs, io,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
 };
 
@@ -26,10 +26,10 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use hostgw_common::{Endpoint, RouteV4, names};
-use ipnet::Ipv4Net;
+use hostgw_common::{Endpoint, RouteV4, RouteV6, names};
+use ipnet::IpNet;
 
-use crate::iface::Link;
+use crate::{desired::Family, iface::Link};
 
 /// The eBPF object built by `build.rs`, embedded in the binary.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hostgw"));
@@ -49,9 +49,9 @@ pub enum DataplaneError {
     /// The object lacks a program the agent expects: the binary and object disagree.
     #[error("the eBPF object has no program {0}")]
     MissingProgram(&'static str),
-    /// A map entry that cannot be decoded.
-    #[error("map {0} holds an invalid entry")]
-    BadEntry(&'static str),
+    /// A route trie entry whose next hop is of the other family than its CIDR.
+    #[error("route trie entry {cidr} has a next hop of the other family ({node_ip})")]
+    FamilyMismatch { cidr: IpNet, node_ip: IpAddr },
     /// The object lacks a map the agent expects: the binary and object disagree.
     #[error("the eBPF object has no map {0}")]
     MissingMap(&'static str),
@@ -230,75 +230,115 @@ impl Dataplane {
             .map_err(|e| map_error(names::STATE, e))
     }
 
-    /// The route trie's entries.
-    pub fn trie(&self) -> Result<BTreeMap<Ipv4Net, RouteV4>, DataplaneError> {
-        let trie: aya::maps::LpmTrie<_, [u8; 4], RouteV4> =
-            aya::maps::LpmTrie::try_from(self.map(names::ROUTES_V4)?)
-                .map_err(|e| map_error(names::ROUTES_V4, e))?;
+    /// The route tries' entries, both families.
+    pub fn trie(&self) -> Result<BTreeMap<IpNet, TrieRoute>, DataplaneError> {
         let mut out = BTreeMap::new();
-        for entry in &trie {
-            let (key, route) = entry.map_err(|e| map_error(names::ROUTES_V4, e))?;
-            let net = Ipv4Net::new(Ipv4Addr::from(key.data()), key.prefix_len() as u8)
-                .map_err(|_| DataplaneError::BadEntry(names::ROUTES_V4))?;
-            out.insert(net, route);
+        for family in Family::ALL {
+            let name = trie_map(family);
+            out.extend(read_trie(self.map(name)?, family).map_err(|e| map_error(name, e))?);
         }
         Ok(out)
     }
 
-    /// Adds or replaces a route trie entry.
-    pub fn put_trie(&mut self, cidr: Ipv4Net, route: RouteV4) -> Result<(), DataplaneError> {
-        let mut trie: aya::maps::LpmTrie<_, [u8; 4], RouteV4> =
-            aya::maps::LpmTrie::try_from(self.map_mut(names::ROUTES_V4)?)
-                .map_err(|e| map_error(names::ROUTES_V4, e))?;
-        let key =
-            aya::maps::lpm_trie::Key::new(u32::from(cidr.prefix_len()), cidr.network().octets());
-        trie.insert(&key, route, 0)
-            .map_err(|e| map_error(names::ROUTES_V4, e))
+    /// Adds or replaces a route trie entry in the trie of `cidr`'s family.
+    pub fn put_trie(&mut self, cidr: IpNet, route: TrieRoute) -> Result<(), DataplaneError> {
+        let name = trie_map(Family::of_net(cidr));
+        let mismatch = || DataplaneError::FamilyMismatch {
+            cidr,
+            node_ip: route.node_ip,
+        };
+        match cidr {
+            IpNet::V4(c) => {
+                let mut trie: aya::maps::LpmTrie<_, [u8; 4], RouteV4> =
+                    aya::maps::LpmTrie::try_from(self.map_mut(name)?)
+                        .map_err(|e| map_error(name, e))?;
+                let key =
+                    aya::maps::lpm_trie::Key::new(u32::from(c.prefix_len()), c.network().octets());
+                trie.insert(&key, route.to_v4().ok_or_else(mismatch)?, 0)
+            }
+            IpNet::V6(c) => {
+                let mut trie: aya::maps::LpmTrie<_, [u8; 16], RouteV6> =
+                    aya::maps::LpmTrie::try_from(self.map_mut(name)?)
+                        .map_err(|e| map_error(name, e))?;
+                let key =
+                    aya::maps::lpm_trie::Key::new(u32::from(c.prefix_len()), c.network().octets());
+                trie.insert(&key, route.to_v6().ok_or_else(mismatch)?, 0)
+            }
+        }
+        .map_err(|e| map_error(name, e))
     }
 
     /// Removes a route trie entry; a missing one is not an error.
-    pub fn delete_trie(&mut self, cidr: Ipv4Net) -> Result<(), DataplaneError> {
-        let mut trie: aya::maps::LpmTrie<_, [u8; 4], RouteV4> =
-            aya::maps::LpmTrie::try_from(self.map_mut(names::ROUTES_V4)?)
-                .map_err(|e| map_error(names::ROUTES_V4, e))?;
-        let key =
-            aya::maps::lpm_trie::Key::new(u32::from(cidr.prefix_len()), cidr.network().octets());
-        match trie.remove(&key) {
+    pub fn delete_trie(&mut self, cidr: IpNet) -> Result<(), DataplaneError> {
+        let name = trie_map(Family::of_net(cidr));
+        let removed = match cidr {
+            IpNet::V4(c) => {
+                let mut trie: aya::maps::LpmTrie<_, [u8; 4], RouteV4> =
+                    aya::maps::LpmTrie::try_from(self.map_mut(name)?)
+                        .map_err(|e| map_error(name, e))?;
+                trie.remove(&aya::maps::lpm_trie::Key::new(
+                    u32::from(c.prefix_len()),
+                    c.network().octets(),
+                ))
+            }
+            IpNet::V6(c) => {
+                let mut trie: aya::maps::LpmTrie<_, [u8; 16], RouteV6> =
+                    aya::maps::LpmTrie::try_from(self.map_mut(name)?)
+                        .map_err(|e| map_error(name, e))?;
+                trie.remove(&aya::maps::lpm_trie::Key::new(
+                    u32::from(c.prefix_len()),
+                    c.network().octets(),
+                ))
+            }
+        };
+        match removed {
             Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            other => other.map_err(|e| map_error(names::ROUTES_V4, e)),
+            other => other.map_err(|e| map_error(name, e)),
         }
     }
 
-    /// The endpoint table's entries.
-    pub fn endpoints(&self) -> Result<BTreeMap<Ipv4Addr, Endpoint>, DataplaneError> {
-        let map: aya::maps::HashMap<_, [u8; 4], Endpoint> =
-            aya::maps::HashMap::try_from(self.map(names::ENDPOINTS_V4)?)
-                .map_err(|e| map_error(names::ENDPOINTS_V4, e))?;
-        map.iter()
-            .map(|e| {
-                e.map(|(k, v)| (Ipv4Addr::from(k), v))
-                    .map_err(|e| map_error(names::ENDPOINTS_V4, e))
-            })
-            .collect()
+    /// The endpoint tables' entries, both families.
+    pub fn endpoints(&self) -> Result<BTreeMap<IpAddr, Endpoint>, DataplaneError> {
+        let mut out = BTreeMap::new();
+        for family in Family::ALL {
+            let name = endpoint_map(family);
+            out.extend(read_endpoints(self.map(name)?, family).map_err(|e| map_error(name, e))?);
+        }
+        Ok(out)
     }
 
-    /// Adds or replaces an endpoint.
-    pub fn put_endpoint(&mut self, ip: Ipv4Addr, ep: Endpoint) -> Result<(), DataplaneError> {
-        let mut map: aya::maps::HashMap<_, [u8; 4], Endpoint> =
-            aya::maps::HashMap::try_from(self.map_mut(names::ENDPOINTS_V4)?)
-                .map_err(|e| map_error(names::ENDPOINTS_V4, e))?;
-        map.insert(ip.octets(), ep, 0)
-            .map_err(|e| map_error(names::ENDPOINTS_V4, e))
+    /// Adds or replaces an endpoint in the table of `ip`'s family.
+    pub fn put_endpoint(&mut self, ip: IpAddr, ep: Endpoint) -> Result<(), DataplaneError> {
+        let name = endpoint_map(Family::of(ip));
+        match ip {
+            IpAddr::V4(a) => {
+                aya::maps::HashMap::<_, [u8; 4], Endpoint>::try_from(self.map_mut(name)?)
+                    .and_then(|mut m| m.insert(a.octets(), ep, 0))
+            }
+            IpAddr::V6(a) => {
+                aya::maps::HashMap::<_, [u8; 16], Endpoint>::try_from(self.map_mut(name)?)
+                    .and_then(|mut m| m.insert(a.octets(), ep, 0))
+            }
+        }
+        .map_err(|e| map_error(name, e))
     }
 
     /// Removes an endpoint; a missing one is not an error.
-    pub fn delete_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DataplaneError> {
-        let mut map: aya::maps::HashMap<_, [u8; 4], Endpoint> =
-            aya::maps::HashMap::try_from(self.map_mut(names::ENDPOINTS_V4)?)
-                .map_err(|e| map_error(names::ENDPOINTS_V4, e))?;
-        match map.remove(&ip.octets()) {
+    pub fn delete_endpoint(&mut self, ip: IpAddr) -> Result<(), DataplaneError> {
+        let name = endpoint_map(Family::of(ip));
+        let removed = match ip {
+            IpAddr::V4(a) => {
+                aya::maps::HashMap::<_, [u8; 4], Endpoint>::try_from(self.map_mut(name)?)
+                    .and_then(|mut m| m.remove(&a.octets()))
+            }
+            IpAddr::V6(a) => {
+                aya::maps::HashMap::<_, [u8; 16], Endpoint>::try_from(self.map_mut(name)?)
+                    .and_then(|mut m| m.remove(&a.octets()))
+            }
+        };
+        match removed {
             Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            other => other.map_err(|e| map_error(names::ENDPOINTS_V4, e)),
+            other => other.map_err(|e| map_error(name, e)),
         }
     }
 
@@ -656,6 +696,145 @@ impl Dataplane {
             }
             tracing::info!(hook = key, "left attached");
         }
+    }
+}
+
+/// A route trie entry of either family: [`RouteV4`] or [`RouteV6`] with the next hop as an
+/// [`IpAddr`], so that planning is the same for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrieRoute {
+    /// The remote node's address, the next hop.
+    pub node_ip: IpAddr,
+    /// Interface to send on (the uplink).
+    pub ifindex: u32,
+    /// MTU of that interface.
+    pub mtu: u32,
+    /// `ROUTE_F_*` bits.
+    pub flags: u32,
+    /// The next hop's MAC address (valid with `ROUTE_F_RESOLVED`).
+    pub node_mac: [u8; 6],
+    /// The uplink's MAC address.
+    pub uplink_mac: [u8; 6],
+}
+
+impl From<RouteV4> for TrieRoute {
+    fn from(r: RouteV4) -> Self {
+        Self {
+            node_ip: IpAddr::from(r.node_ip),
+            ifindex: r.ifindex,
+            mtu: r.mtu,
+            flags: r.flags,
+            node_mac: r.node_mac,
+            uplink_mac: r.uplink_mac,
+        }
+    }
+}
+
+impl From<RouteV6> for TrieRoute {
+    fn from(r: RouteV6) -> Self {
+        Self {
+            node_ip: IpAddr::from(r.node_ip),
+            ifindex: r.ifindex,
+            mtu: r.mtu,
+            flags: r.flags,
+            node_mac: r.node_mac,
+            uplink_mac: r.uplink_mac,
+        }
+    }
+}
+
+impl TrieRoute {
+    /// The [`names::ROUTES_V4`] value, when the next hop is IPv4.
+    pub fn to_v4(&self) -> Option<RouteV4> {
+        let IpAddr::V4(ip) = self.node_ip else {
+            return None;
+        };
+        Some(RouteV4 {
+            node_ip: ip.octets(),
+            ifindex: self.ifindex,
+            mtu: self.mtu,
+            flags: self.flags,
+            node_mac: self.node_mac,
+            uplink_mac: self.uplink_mac,
+        })
+    }
+
+    /// The [`names::ROUTES_V6`] value, when the next hop is IPv6.
+    pub fn to_v6(&self) -> Option<RouteV6> {
+        let IpAddr::V6(ip) = self.node_ip else {
+            return None;
+        };
+        Some(RouteV6 {
+            node_ip: ip.octets(),
+            ifindex: self.ifindex,
+            mtu: self.mtu,
+            flags: self.flags,
+            node_mac: self.node_mac,
+            uplink_mac: self.uplink_mac,
+        })
+    }
+}
+
+/// The route trie map of `family`.
+pub fn trie_map(family: Family) -> &'static str {
+    match family {
+        Family::V4 => names::ROUTES_V4,
+        Family::V6 => names::ROUTES_V6,
+    }
+}
+
+/// The endpoint map of `family`.
+pub fn endpoint_map(family: Family) -> &'static str {
+    match family {
+        Family::V4 => names::ENDPOINTS_V4,
+        Family::V6 => names::ENDPOINTS_V6,
+    }
+}
+
+/// The entries of a route trie map of `family` (as loaded, or opened from its pin). A key
+/// whose prefix is longer than the address cannot be inserted, so is never found.
+pub fn read_trie(
+    map: &aya::maps::Map,
+    family: Family,
+) -> Result<Vec<(IpNet, TrieRoute)>, aya::maps::MapError> {
+    let mut out = Vec::new();
+    match family {
+        Family::V4 => {
+            let trie: aya::maps::LpmTrie<_, [u8; 4], RouteV4> = aya::maps::LpmTrie::try_from(map)?;
+            for entry in &trie {
+                let (key, route) = entry?;
+                if let Ok(net) = IpNet::new(IpAddr::from(key.data()), key.prefix_len() as u8) {
+                    out.push((net, route.into()));
+                }
+            }
+        }
+        Family::V6 => {
+            let trie: aya::maps::LpmTrie<_, [u8; 16], RouteV6> = aya::maps::LpmTrie::try_from(map)?;
+            for entry in &trie {
+                let (key, route) = entry?;
+                if let Ok(net) = IpNet::new(IpAddr::from(key.data()), key.prefix_len() as u8) {
+                    out.push((net, route.into()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The entries of an endpoint map of `family` (as loaded, or opened from its pin).
+pub fn read_endpoints(
+    map: &aya::maps::Map,
+    family: Family,
+) -> Result<Vec<(IpAddr, Endpoint)>, aya::maps::MapError> {
+    match family {
+        Family::V4 => aya::maps::HashMap::<_, [u8; 4], Endpoint>::try_from(map)?
+            .iter()
+            .map(|e| e.map(|(k, v)| (IpAddr::from(k), v)))
+            .collect(),
+        Family::V6 => aya::maps::HashMap::<_, [u8; 16], Endpoint>::try_from(map)?
+            .iter()
+            .map(|e| e.map(|(k, v)| (IpAddr::from(k), v)))
+            .collect(),
     }
 }
 

@@ -1,24 +1,30 @@
 //! The operator's view: reading the pinned maps (and the kernel's routes and neighbours) into
 //! tables or JSON for `hostgw-agent routes|endpoints|stats|status`. Works whether or not the
 //! daemon runs: everything comes from the pins under `--pin-dir` and from the kernel.
-//! Read-only.
+//! Routes and endpoints cover both families (`ROUTES_V4`/`ROUTES_V6`,
+//! `ENDPOINTS_V4`/`ENDPOINTS_V6`), IPv4 rows first. Read-only.
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
 };
 
-use aya::maps::{HashMap as BpfHashMap, LpmTrie, Map, MapData, PerCpuArray};
+use aya::maps::{Map, MapData, PerCpuArray};
 use hostgw_common::{
-    Counter, Endpoint, ROUTE_F_RESOLVED, RouteV4, STATE_F_CT_GATE, STATE_F_FORWARD_V4, State,
+    Counter, Endpoint, ROUTE_F_RESOLVED, STATE_F_CT_GATE, STATE_F_FORWARD_V4, STATE_F_FORWARD_V6,
+    State,
     counters::{self, family, hook, reason},
     names,
 };
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::kernel::{self, NeighState};
+use crate::{
+    dataplane::{self, TrieRoute},
+    desired::Family,
+    kernel::{self, NeighState},
+};
 
 /// Why a pinned map could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -54,31 +60,64 @@ fn read_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> InspectError {
     }
 }
 
-/// The route trie.
-pub fn trie(pin_dir: &Path) -> Result<BTreeMap<Ipv4Net, RouteV4>, InspectError> {
-    let map = Map::LpmTrie(open(pin_dir, names::ROUTES_V4)?);
-    let trie: LpmTrie<_, [u8; 4], RouteV4> =
-        LpmTrie::try_from(&map).map_err(read_err(names::ROUTES_V4))?;
+/// The route tries, both families.
+pub fn trie(pin_dir: &Path) -> Result<BTreeMap<IpNet, TrieRoute>, InspectError> {
     let mut out = BTreeMap::new();
-    for entry in &trie {
-        let (key, route) = entry.map_err(read_err(names::ROUTES_V4))?;
-        if let Ok(net) = Ipv4Net::new(Ipv4Addr::from(key.data()), key.prefix_len() as u8) {
-            out.insert(net, route);
-        }
+    for family in Family::ALL {
+        let name = dataplane::trie_map(family);
+        let map = Map::LpmTrie(open(pin_dir, name)?);
+        out.extend(dataplane::read_trie(&map, family).map_err(read_err(name))?);
     }
     Ok(out)
 }
 
-/// The endpoint table.
-pub fn endpoints(pin_dir: &Path) -> Result<BTreeMap<Ipv4Addr, Endpoint>, InspectError> {
-    let map = Map::HashMap(open(pin_dir, names::ENDPOINTS_V4)?);
-    let table: BpfHashMap<_, [u8; 4], Endpoint> =
-        BpfHashMap::try_from(&map).map_err(read_err(names::ENDPOINTS_V4))?;
-    table
-        .iter()
-        .map(|e| e.map(|(k, v)| (Ipv4Addr::from(k), v)))
-        .collect::<Result<_, _>>()
-        .map_err(read_err(names::ENDPOINTS_V4))
+/// The endpoint tables, both families.
+pub fn endpoints(pin_dir: &Path) -> Result<BTreeMap<IpAddr, Endpoint>, InspectError> {
+    let mut out = BTreeMap::new();
+    for family in Family::ALL {
+        let name = dataplane::endpoint_map(family);
+        let map = Map::HashMap(open(pin_dir, name)?);
+        out.extend(dataplane::read_endpoints(&map, family).map_err(read_err(name))?);
+    }
+    Ok(out)
+}
+
+/// How full one route or endpoint map is, or why it could not be read.
+#[derive(Debug)]
+pub struct MapLevel {
+    pub map: &'static str,
+    pub entries: Result<usize, InspectError>,
+    pub capacity: u32,
+}
+
+/// The fill level of every route and endpoint map, IPv4 then IPv6.
+pub fn map_fills(pin_dir: &Path) -> Vec<MapLevel> {
+    let mut out = Vec::new();
+    for family in Family::ALL {
+        let name = dataplane::trie_map(family);
+        out.push(MapLevel {
+            map: name,
+            entries: open(pin_dir, name).and_then(|m| {
+                dataplane::read_trie(&Map::LpmTrie(m), family)
+                    .map(|t| t.len())
+                    .map_err(read_err(name))
+            }),
+            capacity: hostgw_common::MAX_ROUTES,
+        });
+    }
+    for family in Family::ALL {
+        let name = dataplane::endpoint_map(family);
+        out.push(MapLevel {
+            map: name,
+            entries: open(pin_dir, name).and_then(|m| {
+                dataplane::read_endpoints(&Map::HashMap(m), family)
+                    .map(|e| e.len())
+                    .map_err(read_err(name))
+            }),
+            capacity: hostgw_common::MAX_ENDPOINTS,
+        });
+    }
+    out
 }
 
 /// Every counter summed over CPUs, by stats index.
@@ -135,7 +174,7 @@ pub async fn routes(
     handle: &rtnetlink::Handle,
 ) -> Result<Vec<RouteRow>, crate::Error> {
     let trie = trie(pin_dir)?;
-    let kroutes: BTreeMap<Ipv4Net, Option<Ipv4Addr>> = kernel::our_routes(handle)
+    let kroutes: BTreeMap<IpNet, Option<IpAddr>> = kernel::our_routes(handle)
         .await?
         .into_iter()
         .map(|r| (r.cidr, r.via))
@@ -153,7 +192,7 @@ pub async fn routes(
     }
     let mut rows = Vec::new();
     for (cidr, r) in &trie {
-        let ip = Ipv4Addr::from(r.node_ip);
+        let ip = r.node_ip;
         let via = kroutes.get(cidr).copied().flatten();
         let neighbour = match neighbours.get(&ip) {
             Some(n) if n.state == NeighState::Valid => "valid".to_owned(),
@@ -260,6 +299,7 @@ pub struct Status {
     pub kernel: String,
     pub pin_dir: String,
     pub forwarding_v4: bool,
+    pub forwarding_v6: bool,
     pub conntrack_gate: bool,
     pub programs: Vec<Attachment>,
     pub maps: Vec<MapFill>,
@@ -362,18 +402,16 @@ pub async fn status(
     agent_addr: std::net::SocketAddr,
 ) -> Result<Status, crate::Error> {
     let st = state(pin_dir)?;
-    let maps = vec![
-        MapFill {
-            map: names::ROUTES_V4,
-            entries: trie(pin_dir)?.len(),
-            capacity: hostgw_common::MAX_ROUTES,
-        },
-        MapFill {
-            map: names::ENDPOINTS_V4,
-            entries: endpoints(pin_dir)?.len(),
-            capacity: hostgw_common::MAX_ENDPOINTS,
-        },
-    ];
+    let maps = map_fills(pin_dir)
+        .into_iter()
+        .map(|l| {
+            Ok(MapFill {
+                map: l.map,
+                entries: l.entries?,
+                capacity: l.capacity,
+            })
+        })
+        .collect::<Result<_, InspectError>>()?;
     Ok(Status {
         agent_version: env!("CARGO_PKG_VERSION"),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -381,6 +419,7 @@ pub async fn status(
             .unwrap_or_default(),
         pin_dir: pin_dir.display().to_string(),
         forwarding_v4: st.flags & STATE_F_FORWARD_V4 != 0,
+        forwarding_v6: st.flags & STATE_F_FORWARD_V6 != 0,
         conntrack_gate: st.flags & STATE_F_CT_GATE != 0,
         programs: attachments(pin_dir, handle).await?,
         maps,

@@ -1,6 +1,7 @@
 //! Reading and changing the kernel state the reconciler owns, over rtnetlink: our routes, the
-//! neighbour entries of the next hops, the bridge's neighbours and forwarding database, and
-//! interface addresses.
+//! neighbour entries of the next hops (ARP and NDP alike), the bridge's neighbours and
+//! forwarding database, and interface addresses. Both address families throughout: routes,
+//! neighbours and addresses are read for IPv4 and IPv6 and carry `IpNet`/`IpAddr`.
 //!
 //! Reads return everything relevant; writes only ever touch objects tagged with
 //! [`ROUTE_PROTOCOL`] (routes and the neighbour entries we create), so nothing someone else
@@ -8,11 +9,11 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use futures::TryStreamExt as _;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use rtnetlink::{
     Handle, IpVersion, RouteMessageBuilder,
     packet_route::{
@@ -34,25 +35,31 @@ const RT_TABLE_MAIN: u32 = 254;
 const NDA_FLAGS_EXT: u16 = 15;
 const NTF_EXT_MANAGED: u32 = 1;
 
-/// A netlink request failed.
+/// Why a kernel request failed.
 #[derive(Debug, thiserror::Error)]
-#[error("netlink: {what}")]
-pub struct KernelError {
-    what: String,
-    #[source]
-    source: rtnetlink::Error,
+pub enum KernelError {
+    /// A netlink request failed; `what` says which.
+    #[error("netlink: {what}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    /// A route whose next hop is of the other family than its CIDR.
+    #[error("route {cidr} via {via}: the next hop is of the other address family")]
+    MixedFamilies { cidr: IpNet, via: IpAddr },
 }
 
 fn err(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> KernelError {
     let what = what.into();
-    move |source| KernelError { what, source }
+    move |source| KernelError::Netlink { what, source }
 }
 
 /// One of our routes as the kernel has it.
 #[derive(Debug, Clone)]
 pub struct KernelRoute {
-    pub cidr: Ipv4Net,
-    pub via: Option<Ipv4Addr>,
+    pub cidr: IpNet,
+    pub via: Option<IpAddr>,
     pub oif: Option<u32>,
     /// The message as dumped, for an exact delete.
     pub message: RouteMessage,
@@ -73,10 +80,10 @@ pub enum NeighState {
     Unresolved,
 }
 
-/// An IPv4 neighbour entry.
+/// A neighbour entry (ARP or NDP).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Neighbour {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub ifindex: u32,
     pub mac: Option<[u8; 6]>,
     pub state: NeighState,
@@ -86,58 +93,95 @@ pub struct Neighbour {
     pub managed: bool,
 }
 
-/// Every IPv4 route in the main table with our protocol.
+/// Every route in the main table with our protocol, IPv4 then IPv6.
 pub async fn our_routes(handle: &Handle) -> Result<Vec<KernelRoute>, KernelError> {
-    let mut stream = handle
-        .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute();
     let mut out = Vec::new();
-    while let Some(msg) = stream.try_next().await.map_err(err("dumping routes"))? {
-        if msg.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL) {
-            continue;
-        }
-        let mut table = u32::from(msg.header.table);
-        let (mut dst, mut via, mut oif) = (None, None, None);
-        for attr in &msg.attributes {
-            match attr {
-                RouteAttribute::Table(t) => table = *t,
-                RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = Some(*a),
-                RouteAttribute::Gateway(RouteAddress::Inet(a)) => via = Some(*a),
-                RouteAttribute::Oif(i) => oif = Some(*i),
-                _ => {}
+    for query in [
+        RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        RouteMessageBuilder::<Ipv6Addr>::new().build(),
+    ] {
+        let family = query.header.address_family;
+        let mut stream = handle.route().get(query).execute();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(err(format!("dumping {family:?} routes")))?
+        {
+            if let Some(route) = our_route(msg) {
+                out.push(route);
             }
         }
-        if table != RT_TABLE_MAIN {
-            continue;
-        }
-        let len = msg.header.destination_prefix_length;
-        let Ok(cidr) = Ipv4Net::new(dst.unwrap_or(Ipv4Addr::UNSPECIFIED), len) else {
-            continue;
-        };
-        out.push(KernelRoute {
-            cidr,
-            via,
-            oif,
-            message: msg,
-        });
     }
     Ok(out)
+}
+
+/// The route in `msg` if it is ours and in the main table.
+fn our_route(msg: RouteMessage) -> Option<KernelRoute> {
+    if msg.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL) {
+        return None;
+    }
+    let mut table = u32::from(msg.header.table);
+    let (mut dst, mut via, mut oif) = (None, None, None);
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(a) => dst = ip_of(a),
+            RouteAttribute::Gateway(a) => via = ip_of(a),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    if table != RT_TABLE_MAIN {
+        return None;
+    }
+    let unspecified = match msg.header.address_family {
+        AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => return None,
+    };
+    let cidr = IpNet::new(
+        dst.unwrap_or(unspecified),
+        msg.header.destination_prefix_length,
+    )
+    .ok()?;
+    Some(KernelRoute {
+        cidr,
+        via,
+        oif,
+        message: msg,
+    })
+}
+
+fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
+        RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
 }
 
 /// Installs or replaces `cidr via via dev ifindex proto 203`.
 pub async fn replace_route(
     handle: &Handle,
-    cidr: Ipv4Net,
-    via: Ipv4Addr,
+    cidr: IpNet,
+    via: IpAddr,
     ifindex: u32,
 ) -> Result<(), KernelError> {
-    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(cidr.network(), cidr.prefix_len())
-        .gateway(via)
-        .output_interface(ifindex)
-        .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
-        .build();
+    let msg = match (cidr, via) {
+        (IpNet::V4(c), IpAddr::V4(v)) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(c.network(), c.prefix_len())
+            .gateway(v)
+            .output_interface(ifindex)
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .build(),
+        (IpNet::V6(c), IpAddr::V6(v)) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(c.network(), c.prefix_len())
+            .gateway(v)
+            .output_interface(ifindex)
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .build(),
+        _ => return Err(KernelError::MixedFamilies { cidr, via }),
+    };
     handle
         .route()
         .add(msg)
@@ -155,72 +199,86 @@ pub async fn delete_route(handle: &Handle, route: &KernelRoute) -> Result<(), Ke
     }
 }
 
-/// Every IPv4 neighbour entry on `ifindex`.
+/// Every neighbour entry on `ifindex`: ARP (IPv4) then NDP (IPv6).
 pub async fn neighbours(handle: &Handle, ifindex: u32) -> Result<Vec<Neighbour>, KernelError> {
-    let mut stream = handle
-        .neighbours()
-        .get()
-        .set_family(IpVersion::V4)
-        .execute();
     let mut out = Vec::new();
-    while let Some(msg) = stream.try_next().await.map_err(err("dumping neighbours"))? {
-        if msg.header.ifindex != ifindex {
-            continue;
-        }
-        let (mut ip, mut mac, mut ours, mut managed) = (None, None, false, false);
-        for attr in &msg.attributes {
-            match attr {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(*a),
-                NeighbourAttribute::LinkLocalAddress(l) if l.len() == 6 => {
-                    mac = Some([l[0], l[1], l[2], l[3], l[4], l[5]]);
-                }
-                NeighbourAttribute::Protocol(p) => {
-                    ours = *p == RouteProtocol::Other(ROUTE_PROTOCOL);
-                }
-                NeighbourAttribute::Other(nla) if nla.kind() == NDA_FLAGS_EXT => {
-                    let mut v = [0u8; 4];
-                    nla.emit_value(&mut v);
-                    managed = u32::from_ne_bytes(v) & NTF_EXT_MANAGED != 0;
-                }
-                _ => {}
-            }
-        }
-        let Some(ip) = ip else { continue };
-        let state = match msg.header.state {
-            NeighbourState::Reachable
-            | NeighbourState::Stale
-            | NeighbourState::Delay
-            | NeighbourState::Probe
-            | NeighbourState::Permanent
-            | NeighbourState::Noarp
-                if mac.is_some() =>
+    for (family, name) in [(IpVersion::V4, "ARP"), (IpVersion::V6, "NDP")] {
+        let mut stream = handle.neighbours().get().set_family(family).execute();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(err(format!("dumping {name} neighbours")))?
+        {
+            if msg.header.ifindex == ifindex
+                && let Some(n) = neighbour(&msg)
             {
-                NeighState::Valid
+                out.push(n);
             }
-            _ => NeighState::Unresolved,
-        };
-        out.push(Neighbour {
-            ip,
-            ifindex,
-            mac,
-            state,
-            ours,
-            managed,
-        });
+        }
     }
     Ok(out)
+}
+
+/// The entry in `msg`, if it has an IP address.
+fn neighbour(msg: &NeighbourMessage) -> Option<Neighbour> {
+    let ifindex = msg.header.ifindex;
+    let (mut ip, mut mac, mut ours, mut managed) = (None, None, false, false);
+    for attr in &msg.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                ip = Some(IpAddr::V4(*a));
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                ip = Some(IpAddr::V6(*a));
+            }
+            NeighbourAttribute::LinkLocalAddress(l) if l.len() == 6 => {
+                mac = Some([l[0], l[1], l[2], l[3], l[4], l[5]]);
+            }
+            NeighbourAttribute::Protocol(p) => {
+                ours = *p == RouteProtocol::Other(ROUTE_PROTOCOL);
+            }
+            NeighbourAttribute::Other(nla) if nla.kind() == NDA_FLAGS_EXT => {
+                let mut v = [0u8; 4];
+                nla.emit_value(&mut v);
+                managed = u32::from_ne_bytes(v) & NTF_EXT_MANAGED != 0;
+            }
+            _ => {}
+        }
+    }
+    let ip = ip?;
+    let state = match msg.header.state {
+        NeighbourState::Reachable
+        | NeighbourState::Stale
+        | NeighbourState::Delay
+        | NeighbourState::Probe
+        | NeighbourState::Permanent
+        | NeighbourState::Noarp
+            if mac.is_some() =>
+        {
+            NeighState::Valid
+        }
+        _ => NeighState::Unresolved,
+    };
+    Some(Neighbour {
+        ip,
+        ifindex,
+        mac,
+        state,
+        ours,
+        managed,
+    })
 }
 
 /// Asks the kernel to resolve `ip` on `ifindex` and keep it resolved: a managed entry tagged
 /// as ours. Kernels without managed entries get a one-off resolution request instead.
 pub async fn resolve_neighbour(
     handle: &Handle,
-    ip: Ipv4Addr,
+    ip: IpAddr,
     ifindex: u32,
 ) -> Result<(), KernelError> {
     let mut req = handle
         .neighbours()
-        .add(ifindex, IpAddr::V4(ip))
+        .add(ifindex, ip)
         .state(NeighbourState::None)
         .replace();
     let attrs = &mut req.message_mut().attributes;
@@ -236,7 +294,7 @@ pub async fn resolve_neighbour(
             // No managed neighbours: NTF_USE triggers one resolution.
             let mut req = handle
                 .neighbours()
-                .add(ifindex, IpAddr::V4(ip))
+                .add(ifindex, ip)
                 .state(NeighbourState::None)
                 .flags(rtnetlink::packet_route::neighbour::NeighbourFlags::Use)
                 .replace();
@@ -256,12 +314,14 @@ pub async fn resolve_neighbour(
 /// Deletes a neighbour entry we created.
 pub async fn delete_neighbour(handle: &Handle, n: &Neighbour) -> Result<(), KernelError> {
     let mut msg = NeighbourMessage::default();
-    msg.header.family = AddressFamily::Inet;
     msg.header.ifindex = n.ifindex;
+    let (family, destination) = match n.ip {
+        IpAddr::V4(a) => (AddressFamily::Inet, NeighbourAddress::Inet(a)),
+        IpAddr::V6(a) => (AddressFamily::Inet6, NeighbourAddress::Inet6(a)),
+    };
+    msg.header.family = family;
     msg.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-            n.ip,
-        )));
+        .push(NeighbourAttribute::Destination(destination));
     match handle.neighbours().del(msg).execute().await {
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENOENT => Ok(()),
         other => other.map_err(err(format!("deleting neighbour {}", n.ip))),
@@ -306,8 +366,8 @@ pub async fn fdb(handle: &Handle, bridge: u32) -> Result<BTreeMap<[u8; 6], u32>,
     Ok(out)
 }
 
-/// The IPv4 addresses of `ifindex`, with their prefix.
-pub async fn addresses(handle: &Handle, ifindex: u32) -> Result<Vec<Ipv4Net>, KernelError> {
+/// The addresses of `ifindex`, both families, with their prefix.
+pub async fn addresses(handle: &Handle, ifindex: u32) -> Result<Vec<IpNet>, KernelError> {
     let mut stream = handle
         .address()
         .get()
@@ -319,8 +379,8 @@ pub async fn addresses(handle: &Handle, ifindex: u32) -> Result<Vec<Ipv4Net>, Ke
             continue;
         }
         for attr in &msg.attributes {
-            if let AddressAttribute::Address(IpAddr::V4(a)) = attr
-                && let Ok(net) = Ipv4Net::new(*a, msg.header.prefix_len)
+            if let AddressAttribute::Address(a) = attr
+                && let Ok(net) = IpNet::new(*a, msg.header.prefix_len)
             {
                 out.push(net);
             }

@@ -8,6 +8,14 @@
 //!   kernel + maps ──► kernel, iface ───┘            trie and endpoint maps)
 //! ```
 //!
+//! Both address families take the same path: desired state, plan and apply are keyed by
+//! `IpNet`/`IpAddr`, and each family's trie and endpoint map is picked at apply time. Forwarding
+//! is switched on for IPv4 at start-up and for IPv6 once this node has an IPv6 pod CIDR
+//! ([`sysctl`]).
+//!
+//! ```text
+//! ```
+//!
 //! [`run`] sets up the dataplane ([`dataplane`]: load, adopt pins, attach) and then runs
 //! [`reconcile`] rounds: on a new node list, on netlink events, and periodically. Each round
 //! reads the full current state and plans from it (level-triggered). On shutdown the
@@ -69,9 +77,9 @@ pub enum Error {
     /// A pinned map could not be read.
     #[error(transparent)]
     Inspect(#[from] inspect::InspectError),
-    /// IPv4 forwarding could not be switched on.
-    #[error("cannot enable IPv4 forwarding (net.ipv4.ip_forward)")]
-    Forwarding(#[source] std::io::Error),
+    /// Forwarding could not be read or switched on.
+    #[error(transparent)]
+    Sysctl(#[from] sysctl::SysctlError),
 }
 
 /// The interfaces the dataplane hooks into.
@@ -179,7 +187,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let ifaces = Interfaces::discover(&handle, &config).await?;
     bpffs::ensure_pin_dir(&config.pin_dir)?;
-    enable_forwarding()?;
+    sysctl::enable_ipv4_forwarding()?;
     // Subscribe before the first round, so no change after it is missed.
     let wake = Arc::new(tokio::sync::Notify::new());
     reconcile::watch_netlink(Arc::clone(&wake))?;
@@ -277,17 +285,6 @@ async fn changed(
         Some(rx) => rx.changed().await,
         None => std::future::pending().await,
     }
-}
-
-/// Turns `net.ipv4.ip_forward` on if it is off, and says so: a host-gw node routes.
-fn enable_forwarding() -> Result<(), Error> {
-    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
-    let now = std::fs::read_to_string(PATH).map_err(Error::Forwarding)?;
-    if now.trim() != "1" {
-        std::fs::write(PATH, "1").map_err(Error::Forwarding)?;
-        tracing::warn!("net.ipv4.ip_forward was {}; enabled it", now.trim());
-    }
-    Ok(())
 }
 
 /// A future that resolves on SIGTERM or SIGINT. The handlers are installed when this is

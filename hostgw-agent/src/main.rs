@@ -204,10 +204,12 @@ fn print_status(s: &hostgw_agent::inspect::Status) {
         "agent {}   kernel {}   pins {}",
         s.agent_version, s.kernel, s.pin_dir
     );
+    let on = |b: bool| if b { "on" } else { "off" };
     println!(
-        "forwarding {}   conntrack gate {}",
-        if s.forwarding_v4 { "on" } else { "off" },
-        if s.conntrack_gate { "on" } else { "off" }
+        "forwarding ipv4 {}   ipv6 {}   conntrack gate {}",
+        on(s.forwarding_v4),
+        on(s.forwarding_v6),
+        on(s.conntrack_gate)
     );
     println!();
     print(

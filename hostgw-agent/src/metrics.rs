@@ -1,11 +1,11 @@
 //! Prometheus metrics (prefix `hostgw_`), served on `/metrics`: the datapath counters from the
 //! pinned per-CPU stats map and the map fill levels, read at each scrape; the reconciler's
-//! rounds, durations and errors; nodes programmed and skipped by reason; the conntrack gate.
+//! rounds, durations and errors; remote pod CIDRs programmed by family and nodes skipped by
+//! reason and family; the conntrack gate.
 //! Also the last round's summary that `/status` reports.
 
 use std::{path::PathBuf, sync::Mutex, time::SystemTime};
 
-use hostgw_common::names;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
@@ -29,7 +29,7 @@ pub struct Metrics {
     pub round_errors: Counter,
     pub op_errors: Counter,
     pub round_seconds: Histogram,
-    pub nodes_programmed: Gauge,
+    pub nodes_programmed: Family<Labels, Gauge>,
     pub nodes_skipped: Family<Labels, Gauge>,
     pub conntrack_gate: Family<Labels, Gauge>,
     last: Mutex<Option<LastRound>>,
@@ -74,16 +74,16 @@ impl Metrics {
             "Duration of reconcile rounds",
             round_seconds.clone(),
         );
-        let nodes_programmed = Gauge::default();
+        let nodes_programmed = Family::<Labels, Gauge>::default();
         registry.register(
             "nodes_programmed",
-            "Remote pod CIDRs routed (kernel route and trie entry)",
+            "Remote pod CIDRs routed (kernel route and trie entry), by family",
             nodes_programmed.clone(),
         );
         let nodes_skipped = Family::<Labels, Gauge>::default();
         registry.register(
             "nodes_skipped",
-            "Nodes not routed to, by reason",
+            "Nodes not routed to, by reason and family (ipv4, ipv6, or any for the whole object)",
             nodes_skipped.clone(),
         );
         let conntrack_gate = Family::<Labels, Gauge>::default();
@@ -172,27 +172,17 @@ impl Collector for Datapath {
                 ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
-        let fills = [
-            (
-                names::ROUTES_V4,
-                crate::inspect::trie(&self.pin_dir).map(|t| t.len()),
-                hostgw_common::MAX_ROUTES,
-            ),
-            (
-                names::ENDPOINTS_V4,
-                crate::inspect::endpoints(&self.pin_dir).map(|e| e.len()),
-                hostgw_common::MAX_ENDPOINTS,
-            ),
-        ];
+        let fills = crate::inspect::map_fills(&self.pin_dir);
         let mut entries = encoder.encode_descriptor(
             "map_entries",
             "Entries in each map",
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        for (map, n, _) in &fills {
-            if let Ok(n) = n {
-                ConstGauge::new(*n as i64).encode(entries.encode_family(&vec![("map", *map)])?)?;
+        for fill in &fills {
+            if let Ok(n) = fill.entries {
+                ConstGauge::new(n as i64)
+                    .encode(entries.encode_family(&vec![("map", fill.map)])?)?;
             }
         }
         let mut capacity = encoder.encode_descriptor(
@@ -201,9 +191,9 @@ impl Collector for Datapath {
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        for (map, _, cap) in &fills {
-            ConstGauge::new(i64::from(*cap))
-                .encode(capacity.encode_family(&vec![("map", *map)])?)?;
+        for fill in &fills {
+            ConstGauge::new(i64::from(fill.capacity))
+                .encode(capacity.encode_family(&vec![("map", fill.map)])?)?;
         }
         Ok(())
     }

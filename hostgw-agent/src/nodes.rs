@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Node;
 
+use crate::desired::Family;
+
 /// What host-gw needs from a `Node`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
@@ -26,7 +28,9 @@ pub const DEFAULT_ANNOTATION_PREFIX: &str = "flannel.alpha.coreos.com";
 
 impl NodeInfo {
     /// The host-gw view of a Kubernetes `Node`. As in flannel, the annotation
-    /// `<prefix>/public-ip-overwrite`, else `<prefix>/public-ip`, replaces the `InternalIP`s.
+    /// `<prefix>/public-ip-overwrite`, else `<prefix>/public-ip`, replaces the IPv4
+    /// `InternalIP`s, and `<prefix>/public-ipv6-overwrite`, else `<prefix>/public-ipv6`, the
+    /// IPv6 ones; the other family's addresses are kept.
     pub fn from_node(node: &Node, annotation_prefix: &str) -> Self {
         let spec = node.spec.as_ref();
         let pod_cidrs = spec
@@ -42,23 +46,39 @@ impl NodeInfo {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let public = annotation("public-ip-overwrite").or_else(|| annotation("public-ip"));
-        let internal_ips = public.map_or_else(
-            || {
-                node.status
-                    .as_ref()
-                    .and_then(|s| s.addresses.as_ref())
-                    .map(|addrs| {
-                        addrs
-                            .iter()
-                            .filter(|a| a.type_ == "InternalIP")
-                            .map(|a| a.address.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            },
-            |ip| vec![ip],
-        );
+        let internal: Vec<String> = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .map(|addrs| {
+                addrs
+                    .iter()
+                    .filter(|a| a.type_ == "InternalIP")
+                    .map(|a| a.address.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut internal_ips = Vec::new();
+        for (family, public) in [
+            (
+                Family::V4,
+                annotation("public-ip-overwrite").or_else(|| annotation("public-ip")),
+            ),
+            (
+                Family::V6,
+                annotation("public-ipv6-overwrite").or_else(|| annotation("public-ipv6")),
+            ),
+        ] {
+            match public {
+                Some(ip) => internal_ips.push(ip),
+                None => internal_ips.extend(
+                    internal
+                        .iter()
+                        .filter(|a| Family::of_text(a) == family)
+                        .cloned(),
+                ),
+            }
+        }
         Self {
             name: node.metadata.name.clone().unwrap_or_default(),
             pod_cidrs,
@@ -269,6 +289,35 @@ metadata:
         assert_eq!(ips(&both, "example.com"), vec!["172.20.11.11"]);
         let own = node("example.com/public-ip: 192.0.2.7");
         assert_eq!(ips(&own, "example.com"), vec!["192.0.2.7"]);
+    }
+
+    #[test]
+    fn public_ipv6_annotations_replace_only_the_ipv6_internal_ips() {
+        let node = |annotations: &str| {
+            format!(
+                "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Node\n  metadata:\n    name: a\n    annotations: {{{annotations}}}\n  spec: {{podCIDRs: [10.1.1.0/24, 'fd00:10:1::/64']}}\n  status: {{addresses: [{{type: InternalIP, address: 172.20.11.11}}, {{type: InternalIP, address: 'fd00:20::11'}}]}}\n"
+            )
+        };
+        let ips = |text: &str| match &p(text).unwrap()[0] {
+            Item::Node(n) => n.internal_ips.clone(),
+            other @ Item::Malformed { .. } => panic!("{other:?}"),
+        };
+        assert_eq!(ips(&node("")), vec!["172.20.11.11", "fd00:20::11"]);
+        // public-ip keeps the IPv6 InternalIP; public-ipv6 keeps the IPv4 one.
+        assert_eq!(
+            ips(&node("flannel.alpha.coreos.com/public-ip: 192.0.2.5")),
+            vec!["192.0.2.5", "fd00:20::11"]
+        );
+        assert_eq!(
+            ips(&node("flannel.alpha.coreos.com/public-ipv6: 'fd00:20::99'")),
+            vec!["172.20.11.11", "fd00:20::99"]
+        );
+        let all = node(
+            "flannel.alpha.coreos.com/public-ip: 192.0.2.5, \
+             flannel.alpha.coreos.com/public-ipv6: 'fd00:20::99', \
+             flannel.alpha.coreos.com/public-ipv6-overwrite: 'fd00:20::77'",
+        );
+        assert_eq!(ips(&all), vec!["192.0.2.5", "fd00:20::77"]);
     }
 
     #[test]

@@ -2,27 +2,32 @@
 //! to what they should be ([`Desired`]). A pure function, tested exhaustively; `apply` carries
 //! the operations out.
 //!
+//! Both address families go through the same code: routes, next hops, trie entries and
+//! endpoints are keyed by `IpNet`/`IpAddr`, and the apply step picks the family's map.
+//!
 //! - Routes: one `podCIDR via nodeIP dev uplink proto 203` per remote CIDR; any other route
 //!   of ours is deleted.
 //! - Next hops: a neighbour entry for every node address, created (managed, tagged as ours)
 //!   when missing or failed; ours for addresses no longer used are deleted.
 //! - Route trie: one entry per remote CIDR with the next hop's MAC when the kernel has
 //!   resolved it (without, the programs hand the packet to `bpf_redirect_neigh`).
-//! - Endpoints: pods on the bridge, from the bridge's neighbour entries joined with its
-//!   forwarding database. An endpoint stays while its port exists and nothing contradicts it:
+//! - Endpoints: pods on the bridge, from the bridge's neighbour entries (ARP and NDP) joined
+//!   with its forwarding database. Only addresses in the bridge's networks count; IPv6
+//!   link-local and multicast addresses never do. An endpoint stays while its port exists and nothing contradicts it:
 //!   with the fast path the kernel no longer sees a pod's traffic, so its neighbour and FDB
 //!   entries age out while the pod is alive.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
-use hostgw_common::{Endpoint, ROUTE_F_RESOLVED, RouteV4};
-use ipnet::Ipv4Net;
+use hostgw_common::{Endpoint, ROUTE_F_RESOLVED};
+use ipnet::IpNet;
 
 use crate::{
-    desired::Desired,
+    dataplane::TrieRoute,
+    desired::{Desired, is_link_local},
     kernel::{KernelRoute, NeighState, Neighbour},
 };
 
@@ -37,33 +42,33 @@ pub struct Uplink {
 /// What the kernel and the maps have now.
 #[derive(Debug, Clone, Default)]
 pub struct Actual {
-    /// Our routes in the main table.
+    /// Our routes in the main table, both families.
     pub routes: Vec<KernelRoute>,
-    /// Neighbour entries on the uplink.
+    /// Neighbour entries on the uplink, both families.
     pub neighbours: Vec<Neighbour>,
-    /// The route trie.
-    pub trie: BTreeMap<Ipv4Net, RouteV4>,
-    /// The bridge's IPv4 networks: where pods live.
-    pub bridge_nets: Vec<Ipv4Net>,
+    /// The route tries, both families.
+    pub trie: BTreeMap<IpNet, TrieRoute>,
+    /// The bridge's networks, both families: where pods live.
+    pub bridge_nets: Vec<IpNet>,
     /// Neighbour entries on the bridge.
     pub bridge_neighbours: Vec<Neighbour>,
     /// The bridge's learned MAC → port.
     pub fdb: BTreeMap<[u8; 6], u32>,
     /// The bridge's current ports.
     pub ports: BTreeSet<u32>,
-    /// The endpoint table.
-    pub endpoints: BTreeMap<Ipv4Addr, Endpoint>,
+    /// The endpoint tables, both families.
+    pub endpoints: BTreeMap<IpAddr, Endpoint>,
 }
 
 /// One change.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    ResolveNeighbour { ip: Ipv4Addr },
-    ReplaceRoute { cidr: Ipv4Net, via: Ipv4Addr },
-    PutTrie { cidr: Ipv4Net, route: RouteV4 },
-    PutEndpoint { ip: Ipv4Addr, endpoint: Endpoint },
-    DeleteTrie { cidr: Ipv4Net },
-    DeleteEndpoint { ip: Ipv4Addr },
+    ResolveNeighbour { ip: IpAddr },
+    ReplaceRoute { cidr: IpNet, via: IpAddr },
+    PutTrie { cidr: IpNet, route: TrieRoute },
+    PutEndpoint { ip: IpAddr, endpoint: Endpoint },
+    DeleteTrie { cidr: IpNet },
+    DeleteEndpoint { ip: IpAddr },
     DeleteRoute { route: KernelRoute },
     DeleteNeighbour { neighbour: Neighbour },
 }
@@ -72,9 +77,8 @@ pub enum Op {
 /// them, trie entries removed before their routes.
 pub fn plan(desired: &Desired, actual: &Actual, uplink: &Uplink) -> Vec<Op> {
     let mut ops = Vec::new();
-    let by_ip: BTreeMap<Ipv4Addr, &Neighbour> =
-        actual.neighbours.iter().map(|n| (n.ip, n)).collect();
-    let next_hops: BTreeSet<Ipv4Addr> = desired.routes.values().map(|r| r.via).collect();
+    let by_ip: BTreeMap<IpAddr, &Neighbour> = actual.neighbours.iter().map(|n| (n.ip, n)).collect();
+    let next_hops: BTreeSet<IpAddr> = desired.routes.values().map(|r| r.via).collect();
 
     for ip in &next_hops {
         let needs = match by_ip.get(ip) {
@@ -107,8 +111,8 @@ pub fn plan(desired: &Desired, actual: &Actual, uplink: &Uplink) -> Vec<Op> {
             .get(&remote.via)
             .filter(|n| n.state == NeighState::Valid)
             .and_then(|n| n.mac);
-        let route = RouteV4 {
-            node_ip: remote.via.octets(),
+        let route = TrieRoute {
+            node_ip: remote.via,
             ifindex: uplink.index,
             mtu: uplink.mtu,
             flags: if mac.is_some() { ROUTE_F_RESOLVED } else { 0 },
@@ -162,8 +166,15 @@ pub fn plan(desired: &Desired, actual: &Actual, uplink: &Uplink) -> Vec<Op> {
 }
 
 /// The endpoint table as it should be.
-fn desired_endpoints(actual: &Actual) -> BTreeMap<Ipv4Addr, Endpoint> {
-    let is_pod = |ip: &Ipv4Addr| actual.bridge_nets.iter().any(|n| n.contains(ip));
+fn desired_endpoints(actual: &Actual) -> BTreeMap<IpAddr, Endpoint> {
+    let is_pod = |ip: &IpAddr| {
+        !ip.is_multicast()
+            && !is_link_local(*ip)
+            && actual
+                .bridge_nets
+                .iter()
+                .any(|n| !is_link_local(n.addr()) && n.contains(ip))
+    };
     let mut out = BTreeMap::new();
     let mut failed = BTreeSet::new();
     for n in &actual.bridge_neighbours {
@@ -216,12 +227,20 @@ mod tests {
         mtu: 1500,
     };
 
-    fn ip(s: &str) -> Ipv4Addr {
+    fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
-    fn net(s: &str) -> Ipv4Net {
+    fn net(s: &str) -> IpNet {
         s.parse().unwrap()
+    }
+
+    /// The last byte of an address: the test MACs end in it.
+    fn last(ip: IpAddr) -> u8 {
+        match ip {
+            IpAddr::V4(a) => a.octets()[3],
+            IpAddr::V6(a) => a.octets()[15],
+        }
     }
 
     fn desired(routes: &[(&str, &str)]) -> Desired {
@@ -263,9 +282,9 @@ mod tests {
         }
     }
 
-    fn trie_entry(via: &str, mac: Option<u8>) -> RouteV4 {
-        RouteV4 {
-            node_ip: ip(via).octets(),
+    fn trie_entry(via: &str, mac: Option<u8>) -> TrieRoute {
+        TrieRoute {
+            node_ip: ip(via),
             ifindex: UPLINK.index,
             mtu: 1500,
             flags: if mac.is_some() { ROUTE_F_RESOLVED } else { 0 },
@@ -288,7 +307,7 @@ mod tests {
                 .map(|r| {
                     neigh(
                         &r.via.to_string(),
-                        Some(r.via.octets()[3]),
+                        Some(last(r.via)),
                         NeighState::Valid,
                         true,
                     )
@@ -297,7 +316,7 @@ mod tests {
             trie: d
                 .routes
                 .iter()
-                .map(|(c, r)| (*c, trie_entry(&r.via.to_string(), Some(r.via.octets()[3]))))
+                .map(|(c, r)| (*c, trie_entry(&r.via.to_string(), Some(last(r.via)))))
                 .collect(),
             ..Actual::default()
         }
@@ -566,6 +585,132 @@ mod tests {
                 Op::DeleteEndpoint {
                     ip: ip("10.1.79.3")
                 },
+            ]
+        );
+    }
+
+    #[test]
+    fn dual_stack_routes_are_planned_per_family_in_one_pass() {
+        let d = desired(&[
+            ("10.1.27.0/24", "172.20.11.42"),
+            ("fd00:10:27::/64", "fd00:20::42"),
+        ]);
+        let ops = plan(&d, &Actual::default(), &UPLINK);
+        assert_eq!(
+            ops,
+            vec![
+                Op::ResolveNeighbour {
+                    ip: ip("172.20.11.42")
+                },
+                Op::ResolveNeighbour {
+                    ip: ip("fd00:20::42")
+                },
+                Op::ReplaceRoute {
+                    cidr: net("10.1.27.0/24"),
+                    via: ip("172.20.11.42")
+                },
+                Op::ReplaceRoute {
+                    cidr: net("fd00:10:27::/64"),
+                    via: ip("fd00:20::42")
+                },
+                Op::PutTrie {
+                    cidr: net("10.1.27.0/24"),
+                    route: trie_entry("172.20.11.42", None)
+                },
+                Op::PutTrie {
+                    cidr: net("fd00:10:27::/64"),
+                    route: trie_entry("fd00:20::42", None)
+                },
+            ]
+        );
+        assert_eq!(plan(&d, &converged(&d), &UPLINK), vec![]);
+    }
+
+    #[test]
+    fn a_reachable_ndp_entry_resolves_the_ipv6_trie_entry() {
+        let d = desired(&[("fd00:10:27::/64", "fd00:20::42")]);
+        let mut a = converged(&d);
+        a.trie
+            .insert(net("fd00:10:27::/64"), trie_entry("fd00:20::42", None));
+        let ops = plan(&d, &a, &UPLINK);
+        let [Op::PutTrie { cidr, route }] = &ops[..] else {
+            panic!("{ops:?}");
+        };
+        assert_eq!(*cidr, net("fd00:10:27::/64"));
+        assert_eq!(route.flags, ROUTE_F_RESOLVED);
+        assert_eq!(route.node_mac, [2, 0, 0, 0, 0, 0x42]);
+        assert_eq!(route.node_ip, ip("fd00:20::42"));
+        assert_eq!((route.mtu, route.uplink_mac), (UPLINK.mtu, UPLINK.mac));
+        // An NDP entry that failed leaves it unresolved and asks again (unmanaged).
+        a.neighbours = vec![neigh("fd00:20::42", None, NeighState::Unresolved, false)];
+        a.trie
+            .insert(net("fd00:10:27::/64"), trie_entry("fd00:20::42", None));
+        assert_eq!(
+            plan(&d, &a, &UPLINK),
+            vec![Op::ResolveNeighbour {
+                ip: ip("fd00:20::42")
+            }]
+        );
+    }
+
+    #[test]
+    fn stale_ipv6_state_is_removed_and_ipv4_kept() {
+        let both = desired(&[
+            ("10.1.27.0/24", "172.20.11.42"),
+            ("fd00:10:27::/64", "fd00:20::42"),
+        ]);
+        let mut a = converged(&both);
+        a.ports = BTreeSet::from([10]);
+        a.bridge_nets = vec![net("fd00:10:79::1/64")];
+        a.endpoints.insert(ip("fd00:10:79::3"), ep(10, 3));
+        a.bridge_neighbours = vec![bneigh("fd00:10:79::3", None, NeighState::Unresolved)];
+        let v4_only = desired(&[("10.1.27.0/24", "172.20.11.42")]);
+        assert_eq!(
+            plan(&v4_only, &a, &UPLINK),
+            vec![
+                Op::DeleteTrie {
+                    cidr: net("fd00:10:27::/64")
+                },
+                Op::DeleteEndpoint {
+                    ip: ip("fd00:10:79::3")
+                },
+                Op::DeleteRoute {
+                    route: kroute("fd00:10:27::/64", "fd00:20::42", 2)
+                },
+                Op::DeleteNeighbour {
+                    neighbour: neigh("fd00:20::42", Some(0x42), NeighState::Valid, true)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv6_endpoints_skip_link_local_and_multicast() {
+        let mut a = bridge_actual();
+        a.bridge_nets
+            .extend([net("fd00:10:79::1/64"), net("fe80::1/64")]);
+        a.bridge_neighbours = vec![
+            bneigh("10.1.79.3", Some(3), NeighState::Valid),
+            bneigh("fd00:10:79::3", Some(3), NeighState::Valid),
+            bneigh("fe80::3", Some(3), NeighState::Valid), // link-local
+            bneigh("ff02::1", Some(4), NeighState::Valid), // multicast
+            bneigh("fd00:99::4", Some(4), NeighState::Valid), // not a pod network
+            bneigh("fd00:10:79::5", Some(5), NeighState::Valid), // MAC not in the FDB
+        ];
+        // A remembered link-local endpoint (from a broken earlier run) goes too.
+        a.endpoints.insert(ip("fe80::4"), ep(11, 4));
+        assert_eq!(
+            plan(&Desired::default(), &a, &UPLINK),
+            vec![
+                Op::PutEndpoint {
+                    ip: ip("10.1.79.3"),
+                    endpoint: ep(10, 3)
+                },
+                Op::PutEndpoint {
+                    ip: ip("fd00:10:79::3"),
+                    endpoint: ep(10, 3)
+                },
+                Op::DeleteEndpoint { ip: ip("fe80::4") },
             ]
         );
     }

@@ -2,8 +2,9 @@
 //! reads the full current state, plans against it and applies the plan. It never acts on a
 //! single event's content, so a missed or duplicated event cannot leave stale state.
 //!
-//! Owns the order of a round: interfaces and bridge ports (egress hooks), node state
-//! (forwarding), desired state, kernel and map state, plan, apply.
+//! Owns the order of a round: interfaces and bridge ports (egress hooks), desired state, IPv6
+//! forwarding (switched on once this node has an IPv6 pod CIDR), node state (forwarding of
+//! both families), kernel and map state, plan, apply.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -14,7 +15,10 @@ use std::{
 use futures::StreamExt as _;
 use rtnetlink::{
     Handle,
-    constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_LINK, RTMGRP_NEIGH},
+    constants::{
+        RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE, RTMGRP_LINK,
+        RTMGRP_NEIGH,
+    },
     sys::{AsyncSocket as _, SocketAddr},
 };
 use tokio::sync::Notify;
@@ -23,16 +27,17 @@ use crate::{
     Config, Error,
     cli::GateMode,
     dataplane::Dataplane,
-    desired::{self, Desired, Local, Skip},
+    desired::{self, Desired, Family, Local, Skip},
     iface, kernel, nat,
     nodes::Item,
     plan::{self, Actual, Op, Uplink},
     source::Nodes,
-    sysctl::NodeState,
+    sysctl::{self, NodeState},
 };
 
-/// `RTNLGRP_IPV4_NETCONF`: forwarding changes.
+/// `RTNLGRP_IPV4_NETCONF` and `RTNLGRP_IPV6_NETCONF`: forwarding changes.
 const RTNLGRP_IPV4_NETCONF: u32 = 24;
+const RTNLGRP_IPV6_NETCONF: u32 = 25;
 
 /// What one round did.
 #[derive(Debug, Default)]
@@ -42,8 +47,9 @@ pub struct Round {
     pub duration: Duration,
     /// Whether a node list was planned against (rather than none being available yet).
     pub nodes_applied: bool,
-    /// Remote pod CIDRs in the desired state.
-    pub routes: usize,
+    /// Remote pod CIDRs in the desired state, IPv4 and IPv6.
+    pub routes_v4: usize,
+    pub routes_v6: usize,
 }
 
 /// The reconciler's state between rounds.
@@ -56,8 +62,8 @@ pub struct Reconciler {
     node_state: Option<NodeState>,
     /// NAT last seen by `--conntrack-gate auto`.
     nat: Option<nat::Nat>,
-    /// Skipped nodes by reason, for metrics.
-    pub skipped_by_reason: BTreeMap<&'static str, usize>,
+    /// Skipped nodes by reason and family (`ipv4`, `ipv6` or `any`), for metrics.
+    pub skipped_by_reason: BTreeMap<(&'static str, &'static str), usize>,
 }
 
 impl Reconciler {
@@ -92,26 +98,6 @@ impl Reconciler {
             tracing::info!(port = name, "egress program attached to a new bridge port");
         }
 
-        let ifaces = crate::Interfaces {
-            uplink: uplink.clone(),
-            bridge: bridge.clone(),
-            ports: ports.clone(),
-        };
-        let mut state = NodeState::read(&ifaces);
-        state.ct_gate = self.gate();
-        if self.node_state.is_none_or(|s| s.ct_gate != state.ct_gate) {
-            tracing::info!(mode = ?self.config.conntrack_gate, on = state.ct_gate, "conntrack gate");
-        }
-        if self.node_state != Some(state) {
-            tracing::info!(
-                forwarding_v4 = state.forwarding_v4,
-                ct_gate = state.ct_gate,
-                "node state"
-            );
-            dp.set_state(state.to_map())?;
-            self.node_state = Some(state);
-        }
-
         let items = self.items();
         let desired = match &items {
             Some(items) => {
@@ -125,6 +111,36 @@ impl Reconciler {
             }
             None => None,
         };
+
+        // This node routes IPv6 once it has an IPv6 pod CIDR: forwarding must be on.
+        let mut sysctl_errors = 0;
+        if desired.as_ref().is_some_and(|d| d.has_local(Family::V6))
+            && let Err(error) = sysctl::enable_ipv6_forwarding(&uplink.name)
+        {
+            tracing::warn!(%error, "cannot enable IPv6 forwarding; retried next round");
+            sysctl_errors += 1;
+        }
+
+        let ifaces = crate::Interfaces {
+            uplink: uplink.clone(),
+            bridge: bridge.clone(),
+            ports: ports.clone(),
+        };
+        let mut state = NodeState::read(&ifaces);
+        state.ct_gate = self.gate();
+        if self.node_state.is_none_or(|s| s.ct_gate != state.ct_gate) {
+            tracing::info!(mode = ?self.config.conntrack_gate, on = state.ct_gate, "conntrack gate");
+        }
+        if self.node_state != Some(state) {
+            tracing::info!(
+                forwarding_v4 = state.forwarding_v4,
+                forwarding_v6 = state.forwarding_v6,
+                ct_gate = state.ct_gate,
+                "node state"
+            );
+            dp.set_state(state.to_map())?;
+            self.node_state = Some(state);
+        }
 
         let actual = Actual {
             routes: kernel::our_routes(h).await?,
@@ -151,8 +167,10 @@ impl Reconciler {
         };
         let mut round = Round {
             ops: ops.len(),
+            errors: sysctl_errors,
             nodes_applied: desired.is_some(),
-            routes: desired.as_ref().map_or(0, |d| d.routes.len()),
+            routes_v4: desired.as_ref().map_or(0, |d| d.routes_of(Family::V4)),
+            routes_v6: desired.as_ref().map_or(0, |d| d.routes_of(Family::V6)),
             ..Round::default()
         };
         for op in ops {
@@ -201,16 +219,23 @@ impl Reconciler {
             .get_or_create(&vec![("mode".to_owned(), mode)])
             .set(i64::from(gate));
         m.nodes_skipped.clear();
-        for (reason, n) in &self.skipped_by_reason {
+        for ((reason, family), n) in &self.skipped_by_reason {
             m.nodes_skipped
-                .get_or_create(&vec![("reason".to_owned(), (*reason).to_owned())])
+                .get_or_create(&vec![
+                    ("reason".to_owned(), (*reason).to_owned()),
+                    ("family".to_owned(), (*family).to_owned()),
+                ])
                 .set(*n as i64);
         }
         let last = match result {
             Ok(round) => {
                 m.round_seconds.observe(round.duration.as_secs_f64());
                 m.op_errors.inc_by(round.errors as u64);
-                m.nodes_programmed.set(round.routes as i64);
+                for (family, n) in [(Family::V4, round.routes_v4), (Family::V6, round.routes_v6)] {
+                    m.nodes_programmed
+                        .get_or_create(&vec![("family".to_owned(), family.label().to_owned())])
+                        .set(n as i64);
+                }
                 crate::metrics::LastRound {
                     at_unix: crate::metrics::Metrics::now(),
                     ops: round.ops,
@@ -221,7 +246,7 @@ impl Reconciler {
                     } else {
                         "operations failed".into()
                     },
-                    routes: round.routes,
+                    routes: round.routes_v4 + round.routes_v6,
                     skipped: self.skipped_by_reason.values().sum(),
                     conntrack_gate: gate,
                 }
@@ -273,15 +298,13 @@ impl Reconciler {
         if d.skipped == self.reported_skips {
             return;
         }
-        let before: BTreeSet<String> = self
-            .reported_skips
-            .iter()
-            .map(|s| format!("{}{}", s.node, s.reason))
-            .collect();
+        let key = |s: &Skip| format!("{}/{}/{}", s.node, s.family_label(), s.reason);
+        let before: BTreeSet<String> = self.reported_skips.iter().map(key).collect();
         for s in &d.skipped {
-            if !before.contains(&format!("{}{}", s.node, s.reason)) {
+            if !before.contains(&key(s)) {
                 tracing::warn!(
                     node = s.node,
+                    family = s.family_label(),
                     reason = s.reason.kind(),
                     "skipping node: {}",
                     s.reason
@@ -290,24 +313,34 @@ impl Reconciler {
         }
         self.skipped_by_reason.clear();
         for s in &d.skipped {
-            *self.skipped_by_reason.entry(s.reason.kind()).or_default() += 1;
+            *self
+                .skipped_by_reason
+                .entry((s.reason.kind(), s.family_label()))
+                .or_default() += 1;
         }
         self.reported_skips.clone_from(&d.skipped);
     }
 }
 
 /// Subscribes to the netlink events that can make the kernel state differ from the desired
-/// one (links, addresses, routes, neighbours, forwarding settings) and wakes `notify` on each.
+/// one (links, addresses, routes, neighbours, forwarding settings; IPv4 and IPv6) and wakes
+/// `notify` on each.
 pub fn watch_netlink(notify: Arc<Notify>) -> Result<(), Error> {
     let (mut conn, _handle, mut messages) = rtnetlink::new_connection().map_err(Error::Netlink)?;
-    let groups = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
+    // RTMGRP_NEIGH carries ARP and NDP alike.
+    let groups = RTMGRP_LINK
+        | RTMGRP_NEIGH
+        | RTMGRP_IPV4_IFADDR
+        | RTMGRP_IPV4_ROUTE
+        | RTMGRP_IPV6_IFADDR
+        | RTMGRP_IPV6_ROUTE;
     let socket = conn.socket_mut().socket_mut();
     socket
         .bind(&SocketAddr::new(0, groups))
         .map_err(Error::Netlink)?;
-    socket
-        .add_membership(RTNLGRP_IPV4_NETCONF)
-        .map_err(Error::Netlink)?;
+    for group in [RTNLGRP_IPV4_NETCONF, RTNLGRP_IPV6_NETCONF] {
+        socket.add_membership(group).map_err(Error::Netlink)?;
+    }
     tokio::spawn(conn);
     tokio::spawn(async move {
         while messages.next().await.is_some() {
@@ -315,4 +348,95 @@ pub fn watch_netlink(notify: Arc<Notify>) -> Result<(), Error> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::{
+        cli::{Cli, Command},
+        metrics::Metrics,
+        nodes::NodeInfo,
+    };
+
+    fn node(name: &str, cidrs: &[&str], ips: &[&str]) -> Item {
+        Item::Node(NodeInfo {
+            name: name.into(),
+            pod_cidrs: cidrs.iter().map(|s| (*s).to_owned()).collect(),
+            internal_ips: ips.iter().map(|s| (*s).to_owned()).collect(),
+        })
+    }
+
+    #[tokio::test]
+    async fn skips_and_routes_are_exported_by_family() {
+        let cli = Cli::try_parse_from([
+            "hostgw-agent",
+            "run",
+            "--uplink",
+            "eth0",
+            "--node-name",
+            "me",
+        ])
+        .expect("parses");
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        let config = Config::try_from(args).expect("valid");
+        let (_conn, handle, _) = rtnetlink::new_connection().expect("netlink socket");
+        let mut r = Reconciler::new(config, handle, None);
+        let items = [
+            node(
+                "me",
+                &["10.1.79.0/24", "fd00:10:79::/64"],
+                &["172.20.11.43"],
+            ),
+            node(
+                "b",
+                &["10.1.27.0/24", "fd00:10:27::/64"],
+                &["172.20.11.42", "fd00:20::42"],
+            ),
+            node("c", &["10.1.28.0/24"], &["172.20.11.44"]),
+            node("d", &["10.1.29.0/24"], &["172.20.11.45"]),
+            Item::Malformed {
+                name: "broken".into(),
+                error: "bad".into(),
+            },
+        ];
+        let local = Local {
+            node_name: "me".into(),
+            uplink_addrs: vec![
+                "172.20.11.43/24".parse().unwrap(),
+                "fd00:20::43/64".parse().unwrap(),
+            ],
+        };
+        let d = desired::desired(&items, &local);
+        r.report_skips(&d);
+        assert_eq!(
+            r.skipped_by_reason,
+            BTreeMap::from([
+                (("malformed_object", "any"), 1),
+                (("no_pod_cidr", "ipv6"), 2),
+            ])
+        );
+        let m = Metrics::new("/nonexistent/hostgw".into());
+        let round = Round {
+            routes_v4: d.routes_of(Family::V4),
+            routes_v6: d.routes_of(Family::V6),
+            ..Round::default()
+        };
+        r.record(&m, &Ok(round));
+        let text = m.encode();
+        for line in [
+            "hostgw_nodes_skipped{reason=\"no_pod_cidr\",family=\"ipv6\"} 2",
+            "hostgw_nodes_skipped{reason=\"malformed_object\",family=\"any\"} 1",
+            "hostgw_nodes_programmed{family=\"ipv4\"} 3",
+            "hostgw_nodes_programmed{family=\"ipv6\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert_eq!(m.last().expect("recorded").routes, 4);
+        assert_eq!(m.last().expect("recorded").skipped, 3);
+    }
 }

@@ -154,7 +154,8 @@ fn inspection_commands_and_metrics_show_the_lab() {
     let fast =
         m["hostgw_datapath_packets_total{family=\"ipv4\",hook=\"egress\",reason=\"fast_egress\"}"];
     assert!(fast >= 20, "fast_egress {fast}");
-    assert_eq!(m["hostgw_nodes_programmed"], 1);
+    assert_eq!(m["hostgw_nodes_programmed{family=\"ipv4\"}"], 1);
+    assert_eq!(m["hostgw_nodes_programmed{family=\"ipv6\"}"], 0);
     assert_eq!(m["hostgw_map_entries{map=\"ROUTES_V4\"}"], 1);
     assert_eq!(
         m["hostgw_map_capacity{map=\"ENDPOINTS_V4\"}"],
