@@ -7,16 +7,27 @@
 //!              port-n1 ────────────┬──────────── port-n2 ──── …
 //!   node n1 (`…-n1`)                           node n2 (`…-n2`)
 //!     eth0 172.20.11.11/24                       eth0 172.20.11.12/24
+//!          fd00:20:11::b/64                           fd00:20:11::c/64
 //!     cni0 10.1.1.1/24  (ip_forward = 1)         cni0 10.1.2.1/24
+//!          fd00:10:1:1::1/64                          fd00:10:1:2::1/64
 //!      ├─ veth1p1 ── pod n1p1 eth0 10.1.1.2       ├─ veth2p1 ── pod n2p1 eth0 10.1.2.2
+//!      │                  fd00:10:1:1::2          │                  fd00:10:1:2::2
 //!      └─ veth1p2 ── pod n1p2 eth0 10.1.1.3       └─ veth2p2 ── pod n2p2 eth0 10.1.2.3
 //! ```
 //!
+//! Labs are dual-stack unless [`Spec::ipv6`] is off: every uplink, bridge and pod has an IPv6
+//! address beside its IPv4 one (without duplicate address detection, router solicitations or
+//! router advertisements, so the only IPv6 traffic is what a test sends and the neighbour
+//! discovery it causes), and every node lists an IPv6 pod CIDR and `InternalIP`.
+//!
 //! In [`Mode::KernelOnly`] every node gets the routes flannel would install
-//! (`10.1.k.0/24 via 172.20.11.(10+k) dev eth0`) and nothing else: the baseline. In
+//! (`10.1.k.0/24 via 172.20.11.(10+k) dev eth0`, `fd00:10:1:k::/64 via fd00:20:11::(10+k) dev
+//! eth0`), IPv6 forwarding, and nothing else: the baseline. In
 //! [`Mode::FastPath`] the lab writes a v1 `NodeList` file and starts the real `hostgw-agent` on
 //! every node, which installs those routes (route protocol [`ROUTE_PROTO`]) and the eBPF fast
-//! path; the lab waits until every agent has attached and routed to every other node.
+//! path; the lab waits until every agent has attached and routed to every other node. IPv6
+//! forwarding is left off on fast-path nodes: the agent of a node with an IPv6 pod CIDR turns
+//! it on.
 //!
 //! The lab owns, and removes on drop: the namespaces `hgw-<pid>-<lab>-{sw,n<i>,n<i>p<j>}`, the
 //! pin directories `/sys/fs/bpf/hostgw-test-<pid>-<lab>-n<i>`, a scratch directory
@@ -26,11 +37,13 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    fmt::Display,
     fmt::Write as _,
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
+    str::FromStr,
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc,
@@ -43,8 +56,8 @@ use aya::{
     programs::links::{FdLink, PinnedLink},
 };
 use hostgw_common::{
-    Counter, RouteV4,
-    counters::{self, hook, reason},
+    Counter, RouteV4, RouteV6,
+    counters::{self, family, hook, reason},
     names,
 };
 
@@ -102,6 +115,9 @@ pub struct Spec {
     /// Pods per node.
     pub pods: usize,
     pub mode: Mode,
+    /// Dual-stack: IPv6 addresses, pod CIDRs and routes beside the IPv4 ones. Off, the lab's
+    /// namespaces have IPv6 disabled.
+    pub ipv6: bool,
     /// The nodes file to start the agents with ([`Mode::FastPath`]); `None` lists every lab
     /// node correctly. At start-up the lab waits only for the agents of nodes whose own entry
     /// is well-formed, for routes to the other well-formed entries.
@@ -109,12 +125,13 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// `nodes` × `pods` in `mode`, with every node listed correctly.
+    /// `nodes` × `pods` in `mode`, dual-stack, with every node listed correctly.
     pub fn new(nodes: usize, pods: usize, mode: Mode) -> Self {
         Self {
             nodes,
             pods,
             mode,
+            ipv6: true,
             node_list: None,
         }
     }
@@ -125,20 +142,51 @@ impl Spec {
 pub struct NodeEntry {
     /// `metadata.name`.
     pub name: String,
-    /// `spec.podCIDR` and the only element of `spec.podCIDRs`.
+    /// `spec.podCIDR` and the first element of `spec.podCIDRs`.
     pub pod_cidr: String,
     /// The `InternalIP` of `status.addresses`; `None` leaves it out (only a `Hostname`).
     pub internal_ip: Option<String>,
+    /// The second element of `spec.podCIDRs` (the IPv6 one of a dual-stack node).
+    pub pod_cidr_v6: Option<String>,
+    /// A second `InternalIP` (the IPv6 one of a dual-stack node).
+    pub internal_ip_v6: Option<String>,
 }
 
 impl NodeEntry {
-    /// The correct entry of lab node `i`: `n<i>`, `10.1.i.0/24`, `172.20.11.(10+i)`.
+    /// The correct dual-stack entry of lab node `i`: `n<i>`, `10.1.i.0/24` and
+    /// `fd00:10:1:i::/64`, `172.20.11.(10+i)` and `fd00:20:11::(10+i)`.
     pub fn of(i: usize) -> Self {
+        Self {
+            pod_cidr_v6: Some(format!("{}/64", pod_network6(i))),
+            internal_ip_v6: Some(uplink_ip6(i).to_string()),
+            ..Self::of_v4(i)
+        }
+    }
+
+    /// The correct IPv4-only entry of lab node `i`.
+    pub fn of_v4(i: usize) -> Self {
         Self {
             name: node_name(i),
             pod_cidr: format!("{}/24", pod_network(i)),
             internal_ip: Some(uplink_ip(i).to_string()),
+            pod_cidr_v6: None,
+            internal_ip_v6: None,
         }
+    }
+
+    /// `(network, prefix length, node IP)` of the IPv6 side when it is well-formed: the
+    /// second pod CIDR and `InternalIP`, or the only ones of an IPv6-only node.
+    pub fn parsed_v6(&self) -> Option<(Ipv6Addr, u8, Ipv6Addr)> {
+        let (cidr, ip) = match &self.pod_cidr_v6 {
+            Some(cidr) => (cidr, &self.internal_ip_v6),
+            None => (&self.pod_cidr, &self.internal_ip),
+        };
+        let net: ipnet::Ipv6Net = cidr.parse().ok()?;
+        if net.network() != net.addr() {
+            return None;
+        }
+        let ip = ip.as_deref()?.parse().ok()?;
+        Some((net.addr(), net.prefix_len(), ip))
     }
 
     /// `(network, prefix length, node IP)` when the entry is well-formed: an IPv4 CIDR whose
@@ -167,11 +215,15 @@ pub fn node_list_yaml(entries: &[NodeEntry]) -> String {
         let _ = write!(
             y,
             "- apiVersion: v1\n  kind: Node\n  metadata:\n    name: {name}\n  spec:\n    \
-             podCIDR: {cidr}\n    podCIDRs:\n    - {cidr}\n  status:\n    addresses:\n",
+             podCIDR: {cidr}\n    podCIDRs:\n    - {cidr}\n",
             name = e.name,
             cidr = e.pod_cidr
         );
-        if let Some(ip) = &e.internal_ip {
+        if let Some(cidr) = &e.pod_cidr_v6 {
+            let _ = writeln!(y, "    - {cidr}");
+        }
+        y.push_str("  status:\n    addresses:\n");
+        for ip in [&e.internal_ip, &e.internal_ip_v6].into_iter().flatten() {
             let _ = write!(y, "    - address: {ip}\n      type: InternalIP\n");
         }
         let _ = write!(
@@ -228,6 +280,44 @@ pub fn pod_mac(i: usize, j: usize) -> [u8; 6] {
     [0x02, 0, 0x0a, 0x01, octet(i, "node"), octet(j + 1, "pod")]
 }
 
+/// Node `i`'s IPv6 uplink address, `fd00:20:11::(10+i)` (a /64).
+pub fn uplink_ip6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(
+        0xfd00,
+        0x20,
+        0x11,
+        0,
+        0,
+        0,
+        0,
+        u16::from(octet(10 + i, "node")),
+    )
+}
+
+/// Node `i`'s IPv6 pod network, `fd00:10:1:i::` (a /64).
+pub fn pod_network6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x10, 1, u16::from(octet(i, "node")), 0, 0, 0, 0)
+}
+
+/// Node `i`'s IPv6 gateway (its `cni0` address), `fd00:10:1:i::1`.
+pub fn gateway6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x10, 1, u16::from(octet(i, "node")), 0, 0, 0, 1)
+}
+
+/// Pod `j` of node `i`'s IPv6 address: `fd00:10:1:i::(j+1)`.
+pub fn pod_ip6(i: usize, j: usize) -> Ipv6Addr {
+    Ipv6Addr::new(
+        0xfd00,
+        0x10,
+        1,
+        u16::from(octet(i, "node")),
+        0,
+        0,
+        0,
+        u16::from(octet(j + 1, "pod")),
+    )
+}
+
 /// `aa:bb:…` form of a MAC address.
 pub fn mac_string(mac: [u8; 6]) -> String {
     mac.iter()
@@ -279,6 +369,16 @@ impl Node {
     pub fn pod_cidr(&self) -> String {
         format!("{}/24", pod_network(self.index))
     }
+    pub fn uplink_ip6(&self) -> Ipv6Addr {
+        uplink_ip6(self.index)
+    }
+    pub fn gateway6(&self) -> Ipv6Addr {
+        gateway6(self.index)
+    }
+    /// `fd00:10:1:i::/64`.
+    pub fn pod_cidr6(&self) -> String {
+        format!("{}/64", pod_network6(self.index))
+    }
     /// The agent's pin directory (exists while the agent has pinned something).
     pub fn pin_dir(&self) -> &Path {
         self.pins.path()
@@ -324,6 +424,10 @@ impl Pod {
     pub fn ip(&self) -> Ipv4Addr {
         pod_ip(self.node, self.index)
     }
+    /// Its IPv6 address (configured only in a dual-stack lab).
+    pub fn ip6(&self) -> Ipv6Addr {
+        pod_ip6(self.node, self.index)
+    }
     pub fn mac(&self) -> [u8; 6] {
         pod_mac(self.node, self.index)
     }
@@ -360,24 +464,39 @@ pub struct Counters {
 impl Counters {
     /// Packets at `(hook, reason)`, over every address family.
     pub fn get(&self, hook: u32, reason: u32) -> u64 {
-        (0..counters::family::COUNT)
-            .map(|f| self.get_family(f, hook, reason))
+        (0..family::COUNT)
+            .map(|f| self.get_in(f, hook, reason))
             .sum()
     }
 
-    /// Packets at `(family, hook, reason)`.
-    pub fn get_family(&self, family: u32, hook: u32, reason: u32) -> u64 {
+    /// Packets of `family` at `(hook, reason)`.
+    pub fn get_in(&self, family: u32, hook: u32, reason: u32) -> u64 {
         self.packets[counters::index(family, hook, reason) as usize]
     }
 
-    /// Packets with `reason`, over every hook.
+    /// Packets with `reason`, over every hook and family.
     pub fn reason(&self, reason: u32) -> u64 {
-        (0..hook::COUNT).map(|h| self.get(h, reason)).sum()
+        (0..family::COUNT).map(|f| self.reason_in(f, reason)).sum()
     }
 
-    /// Packets forwarded by the programs: the [`FAST_REASONS`] over every hook.
+    /// Packets of `family` with `reason`, over every hook.
+    pub fn reason_in(&self, family: u32, reason: u32) -> u64 {
+        (0..hook::COUNT)
+            .map(|h| self.get_in(family, h, reason))
+            .sum()
+    }
+
+    /// Packets forwarded by the programs: the [`FAST_REASONS`] over every hook and family.
     pub fn fast(&self) -> u64 {
         FAST_REASONS.iter().map(|&r| self.reason(r)).sum()
+    }
+
+    /// Packets of `family` forwarded by the programs.
+    pub fn fast_in(&self, family: u32) -> u64 {
+        FAST_REASONS
+            .iter()
+            .map(|&r| self.reason_in(family, r))
+            .sum()
     }
 
     /// What grew since `earlier`.
@@ -393,14 +512,21 @@ impl Counters {
         }
     }
 
-    /// `(hook name, reason name, packets)` for every non-zero counter.
-    pub fn nonzero(&self) -> Vec<(&'static str, &'static str, u64)> {
+    /// `(family name, hook name, reason name, packets)` for every non-zero counter.
+    pub fn nonzero(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
         let mut out = Vec::new();
-        for h in 0..hook::COUNT {
-            for r in 0..reason::COUNT {
-                let n = self.get(h, r);
-                if n > 0 {
-                    out.push((hook::NAMES[h as usize], reason::NAMES[r as usize], n));
+        for f in 0..family::COUNT {
+            for h in 0..hook::COUNT {
+                for r in 0..reason::COUNT {
+                    let n = self.get_in(f, h, r);
+                    if n > 0 {
+                        out.push((
+                            family::NAMES[f as usize],
+                            hook::NAMES[h as usize],
+                            reason::NAMES[r as usize],
+                            n,
+                        ));
+                    }
                 }
             }
         }
@@ -493,6 +619,7 @@ impl Drop for PingJob {
 pub struct Lab {
     name: String,
     mode: Mode,
+    ipv6: bool,
     pods_per_node: usize,
     // Field order is drop order: agents are stopped in `Drop::drop`, then pods, nodes (and
     // their pin directories), the switch and the scratch directory go.
@@ -525,6 +652,7 @@ impl Lab {
         let mut lab = Self {
             name: name.to_owned(),
             mode: spec.mode,
+            ipv6: spec.ipv6,
             pods_per_node: spec.pods,
             pods: Vec::new(),
             nodes: Vec::new(),
@@ -540,7 +668,7 @@ impl Lab {
 
     fn build(&mut self, spec: &Spec) {
         let switch = Netns::new(&format!("{}-sw", self.name));
-        lab_sysctls(&switch, false);
+        self.sysctls(&switch, Role::Switch);
         switch.ip(&["link", "add", SWITCH_BRIDGE, "type", "bridge"]);
         switch.ip(&["link", "set", SWITCH_BRIDGE, "up"]);
         self.switch = Some(switch);
@@ -567,14 +695,31 @@ impl Lab {
                             "dev",
                             UPLINK,
                         ]);
+                        if spec.ipv6 {
+                            node.ns().ip(&[
+                                "-6",
+                                "route",
+                                "add",
+                                &format!("{}/64", pod_network6(k)),
+                                "via",
+                                &uplink_ip6(k).to_string(),
+                                "dev",
+                                UPLINK,
+                            ]);
+                        }
                     }
                 }
             }
             Mode::FastPath => {
+                let entry = if spec.ipv6 {
+                    NodeEntry::of
+                } else {
+                    NodeEntry::of_v4
+                };
                 let list = spec
                     .node_list
                     .clone()
-                    .unwrap_or_else(|| (1..=spec.nodes).map(NodeEntry::of).collect());
+                    .unwrap_or_else(|| (1..=spec.nodes).map(entry).collect());
                 self.write_nodes(&list);
                 for i in 1..=spec.nodes {
                     self.spawn_agent(i);
@@ -590,7 +735,7 @@ impl Lab {
 
     fn add_node(&mut self, i: usize) {
         let netns = Netns::new(&format!("{}-n{i}", self.name));
-        lab_sysctls(&netns, true);
+        self.sysctls(&netns, Role::Node);
         let switch = self.switch.as_ref().expect("the switch is built first");
         let port = format!("port-n{i}");
         switch.ip(&[
@@ -617,6 +762,17 @@ impl Lab {
             "dev",
             UPLINK,
         ]);
+        if self.ipv6 {
+            netns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", uplink_ip6(i)),
+                "dev",
+                UPLINK,
+                "nodad",
+            ]);
+        }
         netns.ip(&["link", "set", UPLINK, "up"]);
 
         netns.ip(&[
@@ -629,6 +785,17 @@ impl Lab {
             "bridge",
         ]);
         netns.ip(&["addr", "add", &format!("{}/24", gateway(i)), "dev", BRIDGE]);
+        if self.ipv6 {
+            netns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", gateway6(i)),
+                "dev",
+                BRIDGE,
+                "nodad",
+            ]);
+        }
         netns.ip(&["link", "set", BRIDGE, "up"]);
 
         let log = self
@@ -649,7 +816,7 @@ impl Lab {
 
     fn add_pod(&mut self, i: usize, j: usize) {
         let netns = Netns::new(&format!("{}-n{i}p{j}", self.name));
-        lab_sysctls(&netns, false);
+        self.sysctls(&netns, Role::Pod);
         let pod = Pod {
             node: i,
             index: j,
@@ -676,6 +843,25 @@ impl Lab {
         ns.ip(&["addr", "add", &format!("{}/24", pod.ip()), "dev", "eth0"]);
         ns.ip(&["link", "set", "eth0", "up"]);
         ns.ip(&["route", "add", "default", "via", &gateway(i).to_string()]);
+        if self.ipv6 {
+            ns.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", pod.ip6()),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+            ns.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &gateway6(i).to_string(),
+            ]);
+        }
         self.pods.push(pod);
     }
 
@@ -687,6 +873,11 @@ impl Lab {
     }
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Whether the lab is dual-stack.
+    pub fn ipv6(&self) -> bool {
+        self.ipv6
     }
     /// Number of nodes.
     pub fn node_count(&self) -> usize {
@@ -787,12 +978,15 @@ impl Lab {
         &self.listed
     }
 
-    /// Whether node `i`'s own entry is listed, well-formed and correct.
+    /// Whether node `i`'s own entry is listed, with a well-formed and correct side of either
+    /// family.
     fn well_formed_self(&self, i: usize) -> bool {
         let own = NodeEntry::of(i);
-        self.listed
-            .iter()
-            .any(|e| e.name == own.name && e.parsed().is_some() && e.parsed() == own.parsed())
+        self.listed.iter().any(|e| {
+            e.name == own.name
+                && (e.parsed().is_some_and(|p| Some(p) == own.parsed())
+                    || e.parsed_v6().is_some_and(|p| Some(p) == own.parsed_v6()))
+        })
     }
 
     /// The agent routes node `i` must have for the listed nodes: `CIDR → node IP` of every
@@ -804,6 +998,23 @@ impl Lab {
             .filter(|e| e.name != own)
             .filter_map(|e| {
                 let (net, len, ip) = e.parsed()?;
+                Some((format!("{net}/{len}"), ip))
+            })
+            .collect()
+    }
+
+    /// The IPv6 agent routes node `i` must have: `CIDR → node IP` of every other entry whose
+    /// IPv6 side is well-formed (none in an IPv4-only lab, where no node has an IPv6 address).
+    pub fn expected_agent_routes6(&self, i: usize) -> BTreeMap<String, Ipv6Addr> {
+        let own = node_name(i);
+        if !self.ipv6 {
+            return BTreeMap::new();
+        }
+        self.listed
+            .iter()
+            .filter(|e| e.name != own)
+            .filter_map(|e| {
+                let (net, len, ip) = e.parsed_v6()?;
                 Some((format!("{net}/{len}"), ip))
             })
             .collect()
@@ -852,10 +1063,11 @@ impl Lab {
 
     /// Waits until node `i`'s agent has attached (its process holds the link pinned at
     /// `<pin dir>/links/hostgw_ingress@eth0`, created or adopted) and its routes (protocol
-    /// [`ROUTE_PROTO`]) are exactly [`Lab::expected_agent_routes`]. Panics with the agent's
-    /// log on a timeout or an exit.
+    /// [`ROUTE_PROTO`]) are exactly [`Lab::expected_agent_routes`] and
+    /// [`Lab::expected_agent_routes6`]. Panics with the agent's log on a timeout or an exit.
     pub fn wait_agent_ready(&mut self, i: usize) {
         let expected = self.expected_agent_routes(i);
+        let expected6 = self.expected_agent_routes6(i);
         let netns = self.node(i).netns().to_owned();
         let uplink_pin = self.node(i).uplink_link_pin();
         let log = self.node(i).log.clone();
@@ -866,13 +1078,14 @@ impl Lab {
             .unwrap_or_else(|| panic!("node {i} runs no agent"));
         let pid = agent.pid().expect("a running agent has a pid");
         let what = format!(
-            "the agent of n{i} to attach and install routes {expected:?} (log {})",
+            "the agent of n{i} to attach and install routes {expected:?} {expected6:?} (log {})",
             log.display()
         );
         agent.wait_until(AGENT_READY_TIMEOUT, &what, || {
             check_interrupted();
             pinned_link_id(&uplink_pin).is_some_and(|id| held_link_ids(pid).contains(&id))
                 && agent_routes_in(&netns) == expected
+                && agent_routes6_in(&netns) == expected6
         });
     }
 
@@ -889,7 +1102,14 @@ impl Lab {
                 .filter_map(|n| {
                     let want = self.expected_agent_routes(n.index);
                     let have = agent_routes_in(n.netns());
-                    (have != want).then(|| format!("n{}: has {have:?}, wants {want:?}", n.index))
+                    let want6 = self.expected_agent_routes6(n.index);
+                    let have6 = agent_routes6_in(n.netns());
+                    (have != want || have6 != want6).then(|| {
+                        format!(
+                            "n{}: has {have:?} {have6:?}, wants {want:?} {want6:?}",
+                            n.index
+                        )
+                    })
                 })
                 .collect();
             if pending.is_empty() {
@@ -981,9 +1201,25 @@ impl Lab {
         ip_lines(self.node(i).netns(), &["route", "show"])
     }
 
+    /// Node `i`'s IPv6 routing table (`ip -6 route show`), one route per line.
+    pub fn routes6(&self, i: usize) -> Vec<String> {
+        ip_lines(self.node(i).netns(), &["-6", "route", "show"])
+    }
+
     /// Node `i`'s routes of protocol [`ROUTE_PROTO`]: `CIDR → via`.
     pub fn agent_routes(&self, i: usize) -> BTreeMap<String, Ipv4Addr> {
         agent_routes_in(self.node(i).netns())
+    }
+
+    /// Node `i`'s IPv6 routes of protocol [`ROUTE_PROTO`]: `CIDR → via`.
+    pub fn agent_routes6(&self, i: usize) -> BTreeMap<String, Ipv6Addr> {
+        agent_routes6_in(self.node(i).netns())
+    }
+
+    /// Node `i`'s sysctl `key` (e.g. `net.ipv6.conf.all.forwarding`).
+    pub fn sysctl(&self, i: usize, key: &str) -> String {
+        let out = sh(self.node(i).ns().command("sysctl").args(["-n", key]));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// The id of the XDP program on node `i`'s uplink, if any.
@@ -1014,6 +1250,14 @@ impl Lab {
         let text = String::from_utf8_lossy(&out.stdout);
         parse_snmp(&text, "Ip", "ForwDatagrams")
             .unwrap_or_else(|| panic!("no Ip: ForwDatagrams in /proc/net/snmp of n{i}:\n{text}"))
+    }
+
+    /// `Ip6OutForwDatagrams` of node `i`: IPv6 datagrams the kernel's stack forwarded.
+    pub fn snmp6_forwarded(&self, i: usize) -> u64 {
+        let out = sh(self.node(i).ns().command("cat").arg("/proc/net/snmp6"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse_snmp6(&text, "Ip6OutForwDatagrams")
+            .unwrap_or_else(|| panic!("no Ip6OutForwDatagrams in /proc/net/snmp6 of n{i}:\n{text}"))
     }
 
     fn pinned_map(&self, i: usize, map: &str) -> MapData {
@@ -1077,6 +1321,21 @@ impl Lab {
         self.trie(i).into_iter().find(|e| e.cidr() == cidr)
     }
 
+    /// Node `i`'s `ROUTES_V6` trie, from its pin: `CIDR → route`.
+    pub fn trie6(&self, i: usize) -> BTreeMap<String, RouteV6> {
+        let map = Map::from_map_data(self.pinned_map(i, names::ROUTES_V6))
+            .unwrap_or_else(|e| panic!("ROUTES_V6 of n{i}: {e}"));
+        let trie: LpmTrie<MapData, [u8; 16], RouteV6> = LpmTrie::try_from(map)
+            .unwrap_or_else(|e| panic!("ROUTES_V6 of n{i} is not an LPM trie: {e}"));
+        trie.iter()
+            .map(|kv| {
+                let (key, route) = kv.unwrap_or_else(|e| panic!("iterating ROUTES_V6: {e}"));
+                let cidr = format!("{}/{}", Ipv6Addr::from(key.data()), key.prefix_len());
+                (cidr, route)
+            })
+            .collect()
+    }
+
     // ---- changing nodes ----
 
     /// Sets node `i`'s uplink MAC. The lab's nodes have `arp_notify` on, so the node announces
@@ -1090,14 +1349,27 @@ impl Lab {
 
     // ---- traffic ----
 
-    /// `ping -c count -i interval` from `from` to `to`; what it reported.
-    pub fn ping(&self, from: &Pod, to: Ipv4Addr, count: u32, interval: Duration) -> PingStats {
+    /// `ping -c count -i interval` from `from` to `to` (IPv4 or IPv6); what it reported.
+    pub fn ping(
+        &self,
+        from: &Pod,
+        to: impl Into<IpAddr>,
+        count: u32,
+        interval: Duration,
+    ) -> PingStats {
         self.ping_spawn(from, to, count, interval)
             .wait(ping_budget(count, interval))
     }
 
     /// Starts `ping -c count -i interval` from `from` to `to` in the background.
-    pub fn ping_spawn(&self, from: &Pod, to: Ipv4Addr, count: u32, interval: Duration) -> PingJob {
+    pub fn ping_spawn(
+        &self,
+        from: &Pod,
+        to: impl Into<IpAddr>,
+        count: u32,
+        interval: Duration,
+    ) -> PingJob {
+        let to = to.into();
         self.assert_lab_address(to);
         let mut cmd = from.ns().command("ping");
         cmd.args([
@@ -1124,11 +1396,26 @@ impl Lab {
         }
     }
 
-    /// The hops of `traceroute -n -q 1 -w 1 -m 8` from `from` to `to`; `None` for a `*`.
-    pub fn traceroute(&self, from: &Pod, to: Ipv4Addr) -> Vec<Option<Ipv4Addr>> {
-        self.assert_lab_address(to);
+    /// The hops of `traceroute -n -q 1 -w 1 -m 8` (with `-6` for an IPv6 `to`) from `from` to
+    /// `to`; `None` for a `*`.
+    pub fn traceroute<A>(&self, from: &Pod, to: A) -> Vec<Option<A>>
+    where
+        A: Into<IpAddr> + FromStr + Display + Copy,
+    {
+        let family = if to.into().is_ipv6() { "-6" } else { "-4" };
+        self.assert_lab_address(to.into());
         let mut cmd = from.ns().command("traceroute");
-        cmd.args(["-n", "-q", "1", "-w", "1", "-m", "8", &to.to_string()]);
+        cmd.args([
+            family,
+            "-n",
+            "-q",
+            "1",
+            "-w",
+            "1",
+            "-m",
+            "8",
+            &to.to_string(),
+        ]);
         let out = output_within(&mut cmd, Duration::from_secs(30));
         assert!(
             out.status.success(),
@@ -1146,18 +1433,40 @@ impl Lab {
     pub fn tcp_transfer(&self, from: &Pod, to: &Pod, bytes: u64) -> Transfer {
         tcp_transfer(
             (from.netns(), &from.label()),
-            (to.netns(), &to.label(), to.ip()),
+            (to.netns(), &to.label(), to.ip().into()),
+            bytes,
+        )
+    }
+
+    /// [`Lab::tcp_transfer`] over IPv6, to `to`'s IPv6 address.
+    pub fn tcp_transfer6(&self, from: &Pod, to: &Pod, bytes: u64) -> Transfer {
+        assert!(self.ipv6, "lab {} is IPv4-only", self.name);
+        tcp_transfer(
+            (from.netns(), &from.label()),
+            (to.netns(), &to.label(), to.ip6().into()),
             bytes,
         )
     }
 
     /// Panics unless `ip` is an address of the lab (a pod, a gateway or an uplink).
-    fn assert_lab_address(&self, ip: Ipv4Addr) {
-        let ours = self.pods.iter().any(|p| p.ip() == ip)
-            || self
-                .nodes
-                .iter()
-                .any(|n| n.gateway() == ip || n.uplink_ip() == ip);
+    fn assert_lab_address(&self, ip: IpAddr) {
+        let ours = match ip {
+            IpAddr::V4(ip) => {
+                self.pods.iter().any(|p| p.ip() == ip)
+                    || self
+                        .nodes
+                        .iter()
+                        .any(|n| n.gateway() == ip || n.uplink_ip() == ip)
+            }
+            IpAddr::V6(ip) => {
+                self.ipv6
+                    && (self.pods.iter().any(|p| p.ip6() == ip)
+                        || self
+                            .nodes
+                            .iter()
+                            .any(|n| n.gateway6() == ip || n.uplink_ip6() == ip))
+            }
+        };
         assert!(ours, "{ip} is not an address of lab {}", self.name);
     }
 
@@ -1214,28 +1523,56 @@ impl Drop for Lab {
     }
 }
 
-/// Sysctls of every lab namespace: no IPv6 (it would add traffic to the counters) and no ICMP
-/// rate limit (back-to-back traceroutes would otherwise see `*` where a host is only out of
-/// tokens); on nodes, IPv4 forwarding and gratuitous ARP on address changes.
-fn lab_sysctls(ns: &Netns, node: bool) {
-    let mut cmd = ns.command("sysctl");
-    cmd.args([
-        "-q",
-        "-w",
-        "net.ipv6.conf.all.disable_ipv6=1",
-        "net.ipv6.conf.default.disable_ipv6=1",
-        "net.ipv4.icmp_ratelimit=0",
-    ]);
-    if node {
-        cmd.args([
-            "net.ipv4.ip_forward=1",
-            "net.ipv4.conf.all.forwarding=1",
-            "net.ipv4.conf.default.forwarding=1",
-            "net.ipv4.conf.all.arp_notify=1",
-            "net.ipv4.conf.default.arp_notify=1",
-        ]);
+/// What a lab namespace is, for its sysctls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Switch,
+    Node,
+    Pod,
+}
+
+impl Lab {
+    /// Sysctls of a lab namespace, set before any interface is made: no ICMP rate limit
+    /// (back-to-back traceroutes would otherwise see `*` where a host is only out of tokens);
+    /// on nodes, IPv4 forwarding and gratuitous ARP on address changes. IPv6 is disabled in an
+    /// IPv4-only lab (it would add traffic to the counters); dual-stack, it is on without DAD,
+    /// router solicitations and router advertisements, with no `ICMPv6` rate limit, and with
+    /// forwarding on kernel-only nodes (on fast-path nodes the agent turns it on).
+    fn sysctls(&self, ns: &Netns, role: Role) {
+        let mut cmd = ns.command("sysctl");
+        cmd.args(["-q", "-w", "net.ipv4.icmp_ratelimit=0"]);
+        if self.ipv6 {
+            cmd.args([
+                "net.ipv6.conf.all.disable_ipv6=0",
+                "net.ipv6.conf.default.disable_ipv6=0",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+                "net.ipv6.conf.all.router_solicitations=0",
+                "net.ipv6.conf.default.router_solicitations=0",
+                "net.ipv6.conf.all.accept_ra=0",
+                "net.ipv6.conf.default.accept_ra=0",
+                "net.ipv6.icmp.ratelimit=0",
+            ]);
+        } else {
+            cmd.args([
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ]);
+        }
+        if role == Role::Node {
+            cmd.args([
+                "net.ipv4.ip_forward=1",
+                "net.ipv4.conf.all.forwarding=1",
+                "net.ipv4.conf.default.forwarding=1",
+                "net.ipv4.conf.all.arp_notify=1",
+                "net.ipv4.conf.default.arp_notify=1",
+            ]);
+            if self.ipv6 && self.mode == Mode::KernelOnly {
+                cmd.arg("net.ipv6.conf.all.forwarding=1");
+            }
+        }
+        sh(&mut cmd);
     }
-    sh(&mut cmd);
 }
 
 fn ip_lines(netns: &str, args: &[&str]) -> Vec<String> {
@@ -1251,8 +1588,23 @@ fn agent_routes_in(netns: &str) -> BTreeMap<String, Ipv4Addr> {
     parse_routes(&ip_lines(netns, &["route", "show", "proto", &proto]))
 }
 
+fn agent_routes6_in(netns: &str) -> BTreeMap<String, Ipv6Addr> {
+    let proto = ROUTE_PROTO.to_string();
+    parse_routes6(&ip_lines(netns, &["-6", "route", "show", "proto", &proto]))
+}
+
+/// `CIDR → via` of `ip -6 route` lines that have a gateway (`/128` added where `ip` leaves it
+/// out).
+pub fn parse_routes6(lines: &[String]) -> BTreeMap<String, Ipv6Addr> {
+    parse_routes_of(lines, 128)
+}
+
 /// `CIDR → via` of `ip route` lines that have a gateway (`/32` added where `ip` leaves it out).
 pub fn parse_routes(lines: &[String]) -> BTreeMap<String, Ipv4Addr> {
+    parse_routes_of(lines, 32)
+}
+
+fn parse_routes_of<A: FromStr>(lines: &[String], host_len: u8) -> BTreeMap<String, A> {
     lines
         .iter()
         .filter_map(|line| {
@@ -1266,7 +1618,7 @@ pub fn parse_routes(lines: &[String]) -> BTreeMap<String, Ipv4Addr> {
             let dst = if dst.contains('/') {
                 dst.to_owned()
             } else {
-                format!("{dst}/32")
+                format!("{dst}/{host_len}")
             };
             Some((dst, via))
         })
@@ -1345,6 +1697,14 @@ pub fn parse_snmp(text: &str, prefix: &str, field: &str) -> Option<u64> {
     values.split_whitespace().nth(pos)?.parse().ok()
 }
 
+/// The value of `field` in `/proc/net/snmp6` (one `name value` pair per line).
+pub fn parse_snmp6(text: &str, field: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next()? == field).then(|| words.next()?.parse().ok())?
+    })
+}
+
 fn parse_ping(what: &str, out: &Output) -> PingStats {
     let stdout = String::from_utf8_lossy(&out.stdout);
     // Exit code 1 means "no reply", which the caller judges; 2 is an error.
@@ -1371,7 +1731,7 @@ fn parse_ping(what: &str, out: &Output) -> PingStats {
 }
 
 /// The hops of `traceroute -n -q 1` output; `None` for a `*`.
-pub fn parse_traceroute(text: &str) -> Vec<Option<Ipv4Addr>> {
+pub fn parse_traceroute<A: FromStr>(text: &str) -> Vec<Option<A>> {
     text.lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();
@@ -1529,7 +1889,7 @@ const SOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const CHUNK: usize = 256 * 1024;
 
 /// The transfer of [`Lab::tcp_transfer`], between namespaces named `from.0` and `to.0`.
-fn tcp_transfer(from: (&str, &str), to: (&str, &str, Ipv4Addr), bytes: u64) -> Transfer {
+fn tcp_transfer(from: (&str, &str), to: (&str, &str, IpAddr), bytes: u64) -> Transfer {
     let (from_ns, from_label) = (from.0.to_owned(), from.1.to_owned());
     let (to_ns, to_label, to_ip) = (to.0.to_owned(), to.1.to_owned(), to.2);
     let what = format!("TCP transfer of {bytes} bytes from {from_label} to {to_label} ({to_ip})");
@@ -1795,6 +2155,15 @@ mod tests {
         assert_eq!(
             y,
             "apiVersion: v1\nitems:\n- apiVersion: v1\n  kind: Node\n  metadata:\n    name: n1\n  \
+             spec:\n    podCIDR: 10.1.1.0/24\n    podCIDRs:\n    - 10.1.1.0/24\n    - \
+             fd00:10:1:1::/64\n  status:\n    addresses:\n    - address: 172.20.11.11\n      \
+             type: InternalIP\n    - address: fd00:20:11::b\n      type: InternalIP\n    - \
+             address: n1\n      type: Hostname\nkind: List\nmetadata:\n  resourceVersion: \"\"\n"
+        );
+        let y = node_list_yaml(&[NodeEntry::of_v4(1)]);
+        assert_eq!(
+            y,
+            "apiVersion: v1\nitems:\n- apiVersion: v1\n  kind: Node\n  metadata:\n    name: n1\n  \
              spec:\n    podCIDR: 10.1.1.0/24\n    podCIDRs:\n    - 10.1.1.0/24\n  status:\n    \
              addresses:\n    - address: 172.20.11.11\n      type: InternalIP\n    - address: \
              n1\n      type: Hostname\nkind: List\nmetadata:\n  resourceVersion: \"\"\n"
@@ -1823,8 +2192,40 @@ mod tests {
                 name: "n3".into(),
                 pod_cidr: cidr.into(),
                 internal_ip: ip.map(Into::into),
+                pod_cidr_v6: None,
+                internal_ip_v6: None,
             };
             assert_eq!(e.parsed(), None, "{e:?} parsed");
+        }
+        assert_eq!(
+            NodeEntry::of(2).parsed_v6(),
+            Some((
+                "fd00:10:1:2::".parse().unwrap(),
+                64,
+                "fd00:20:11::c".parse().unwrap()
+            ))
+        );
+        assert_eq!(NodeEntry::of_v4(2).parsed_v6(), None);
+        let v6_only = NodeEntry {
+            pod_cidr: "fd00:10:1:2::/64".into(),
+            internal_ip: Some("fd00:20:11::c".into()),
+            ..NodeEntry::of_v4(2)
+        };
+        assert_eq!(v6_only.parsed(), None);
+        assert_eq!(v6_only.parsed_v6(), NodeEntry::of(2).parsed_v6());
+        for (cidr, ip) in [
+            ("fd00:10:1:3::1/64", Some("fd00:20:11::d")),
+            ("fd00:10:1:3::/129", Some("fd00:20:11::d")),
+            ("10.1.3.0/24", Some("fd00:20:11::d")),
+            ("fd00:10:1:3::/64", None),
+            ("fd00:10:1:3::/64", Some("n3")),
+        ] {
+            let e = NodeEntry {
+                pod_cidr_v6: Some(cidr.into()),
+                internal_ip_v6: ip.map(Into::into),
+                ..NodeEntry::of(3)
+            };
+            assert_eq!(e.parsed_v6(), None, "{e:?} parsed");
         }
     }
 
@@ -1834,6 +2235,10 @@ mod tests {
         assert_eq!(uplink_ip(3), Ipv4Addr::new(172, 20, 11, 13));
         assert_eq!(pod_ip(3, 2), Ipv4Addr::new(10, 1, 3, 3));
         assert_eq!(mac_string(bridge_mac(3)), "02:00:0a:01:03:01");
+        assert_eq!(uplink_ip6(3).to_string(), "fd00:20:11::d");
+        assert_eq!(pod_network6(3).to_string(), "fd00:10:1:3::");
+        assert_eq!(gateway6(3).to_string(), "fd00:10:1:3::1");
+        assert_eq!(pod_ip6(3, 2).to_string(), "fd00:10:1:3::3");
     }
 
     #[test]
@@ -1852,6 +2257,28 @@ mod tests {
                     Ip: 1 64 10 0 0 42\nIcmp: InMsgs\nIcmp: 3\n";
         assert_eq!(parse_snmp(snmp, "Ip", "ForwDatagrams"), Some(42));
         assert_eq!(parse_snmp(snmp, "Ip", "Nope"), None);
+        let snmp6 = "Ip6InReceives                   \t12\nIp6OutForwDatagrams             \t7\n\
+                     Ip6InDelivers                   \t5\n";
+        assert_eq!(parse_snmp6(snmp6, "Ip6OutForwDatagrams"), Some(7));
+        assert_eq!(parse_snmp6(snmp6, "Ip6Nope"), None);
+        let trace6 = "traceroute to fd00:10:1:2::2 (fd00:10:1:2::2), 8 hops max, 80 byte \
+                      packets\n 1  fd00:10:1:1::1  0.05 ms\n 2  *\n";
+        assert_eq!(
+            parse_traceroute::<Ipv6Addr>(trace6),
+            vec![Some("fd00:10:1:1::1".parse().unwrap()), None]
+        );
+        let routes6 = vec![
+            "fd00:10:1:2::/64 via fd00:20:11::c dev eth0 proto 203 metric 1024 pref medium"
+                .to_owned(),
+            "fd00:10:1:1::/64 dev cni0 proto kernel metric 256 pref medium".to_owned(),
+        ];
+        assert_eq!(
+            parse_routes6(&routes6),
+            BTreeMap::from([(
+                "fd00:10:1:2::/64".to_owned(),
+                "fd00:20:11::c".parse().unwrap()
+            )])
+        );
         let routes = vec![
             "10.1.2.0/24 via 172.20.11.12 dev eth0 proto 203".to_owned(),
             "10.1.1.0/24 dev cni0 proto kernel scope link src 10.1.1.1".to_owned(),

@@ -670,6 +670,8 @@ fn kernel_only_lab_leaves_the_root_namespace_alone() {
             &["-o", "link", "show"][..],
             &["-o", "-4", "addr", "show"],
             &["-4", "route", "show", "table", "all"],
+            &["-o", "-6", "addr", "show"],
+            &["-6", "route", "show", "table", "all"],
         ]
         .iter()
         .flat_map(|args| {
@@ -683,7 +685,16 @@ fn kernel_only_lab_leaves_the_root_namespace_alone() {
     };
     let before = root_state();
     let lab = lab("kroot", Mode::KernelOnly);
-    let lab_words = ["172.20.11.", "10.1.", "cni0", "sw0", "port-n", "veth"];
+    let lab_words = [
+        "172.20.11.",
+        "10.1.",
+        "fd00:20:11:",
+        "fd00:10:1:",
+        "cni0",
+        "sw0",
+        "port-n",
+        "veth",
+    ];
     let added: Vec<String> = root_state()
         .into_iter()
         .filter(|l| !before.contains(l) && lab_words.iter().any(|w| l.contains(w)))
@@ -700,5 +711,11 @@ fn kernel_only_lab_leaves_the_root_namespace_alone() {
             .any(|r| r.starts_with("10.1.2.0/24 via 172.20.11.12 dev eth0")),
         "n1 routes: {:?}",
         lab.routes(1)
+    );
+    let routes6 = lab.node(1).ns().ip(&["-6", "route", "show"]);
+    let routes6 = String::from_utf8_lossy(&routes6.stdout);
+    assert!(
+        routes6.contains("fd00:10:1:2::/64 via fd00:20:11::c dev eth0"),
+        "n1 IPv6 routes: {routes6}"
     );
 }

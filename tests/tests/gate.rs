@@ -9,7 +9,9 @@
 //!   "internet" namespace on the nodes' switch that has no route back to the pods;
 //! - plain pod-to-pod flows with the gate on: on the fast path after their first packets;
 //! - the `ClusterIP` with the gate off on A: the replies skip the un-DNAT, the service breaks;
-//! - `--conntrack-gate auto` following NAT rules as they appear and go.
+//! - `--conntrack-gate auto` following NAT rules as they appear and go;
+//! - IPv6: an IPv6 `ClusterIP` (an `ip6` nat table), pod-to-pod IPv6 flows and `ICMPv6`, gated
+//!   as their IPv4 siblings are.
 //!
 //! Every exchange is a request/response echo: the client must get each reply from the address
 //! it sent to (the virtual IP, the node port, the internet address), which is what NAT undone
@@ -25,7 +27,8 @@
 use std::{
     io::{ErrorKind, Read as _, Write as _},
     net::{
-        IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket,
+        IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener,
+        TcpStream, UdpSocket,
     },
     sync::{
         Arc, Mutex,
@@ -39,7 +42,7 @@ use std::{
 use aya::maps::{Array, Map, MapData};
 use hostgw_common::{
     STATE_F_CT_GATE, State,
-    counters::{hook, reason},
+    counters::{family, hook, reason},
     names,
 };
 use hostgw_tests::{
@@ -54,6 +57,8 @@ const PODS: usize = 2;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const SVC_PORT: u16 = 80;
 const BACKEND_PORT: u16 = 8080;
+/// The IPv6 `ClusterIP`, to the backend pod's IPv6 address.
+const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x96, 0, 0, 0, 0, 0, 0x10);
 /// The `NodePort` service's port on node B.
 const NODE_PORT: u16 = 30080;
 /// The "internet" namespace: its address on the nodes' switch, and the public address it
@@ -89,15 +94,29 @@ fn assert_pings(lab: &Lab, stats: PingStats, count: u32, what: &str) {
 /// Pings both ways between pod `a` and pod `b` through the kernel, so that neighbours are
 /// resolved and both nodes have learned both pods' endpoints.
 fn warm_up(lab: &Lab, a: (usize, usize), b: (usize, usize)) {
+    warm_up_with(lab, a, b, |p| p.ip().into());
+}
+
+/// [`warm_up`] over IPv6.
+fn warm_up6(lab: &Lab, a: (usize, usize), b: (usize, usize)) {
+    warm_up_with(lab, a, b, |p| p.ip6().into());
+}
+
+fn warm_up_with(
+    lab: &Lab,
+    a: (usize, usize),
+    b: (usize, usize),
+    addr: impl Fn(&lab::Pod) -> IpAddr,
+) {
     let (pa, pb) = (lab.pod(a.0, a.1), lab.pod(b.0, b.1));
-    let s = lab.ping(pa, pb.ip(), 3, Duration::from_millis(100));
+    let s = lab.ping(pa, addr(pb), 3, Duration::from_millis(100));
     assert_pings(
         lab,
         s,
         3,
         &format!("warm-up {} → {}", pa.label(), pb.label()),
     );
-    let s = lab.ping(pb, pa.ip(), 3, Duration::from_millis(100));
+    let s = lab.ping(pb, addr(pa), 3, Duration::from_millis(100));
     assert_pings(
         lab,
         s,
@@ -138,6 +157,19 @@ fn cluster_ip_rules(backend: Ipv4Addr) -> String {
          \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
          \t\tip daddr {VIP} tcp dport {SVC_PORT} dnat to {backend}:{BACKEND_PORT}\n\
          \t\tip daddr {VIP} udp dport {SVC_PORT} dnat to {backend}:{BACKEND_PORT}\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+/// [`cluster_ip_rules`] for an IPv6 service: an `ip6` nat table.
+fn cluster_ip6_rules(backend: Ipv6Addr) -> String {
+    format!(
+        "table ip6 kube-proxy {{\n\
+         \tchain services {{\n\
+         \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+         \t\tip6 daddr {VIP6} tcp dport {SVC_PORT} dnat to [{backend}]:{BACKEND_PORT}\n\
+         \t\tip6 daddr {VIP6} udp dport {SVC_PORT} dnat to [{backend}]:{BACKEND_PORT}\n\
          \t}}\n\
          }}\n"
     )
@@ -258,7 +290,8 @@ struct EchoServer {
 }
 
 impl EchoServer {
-    fn start(netns: &str, addr: SocketAddrV4) -> Self {
+    fn start(netns: &str, addr: impl Into<SocketAddr>) -> Self {
+        let addr = addr.into();
         let mut server = Self {
             what: format!("echo server on {addr} in {netns}"),
             stop: Arc::new(AtomicBool::new(false)),
@@ -318,7 +351,7 @@ impl Drop for EchoServer {
 }
 
 fn serve_tcp(
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     stop: &AtomicBool,
     peers: &Mutex<Vec<(Proto, SocketAddr)>>,
     ready: &mpsc::Sender<Result<(), String>>,
@@ -367,7 +400,7 @@ fn echo_connection(mut stream: TcpStream, stop: &AtomicBool) -> std::io::Result<
 }
 
 fn serve_udp(
-    addr: SocketAddrV4,
+    addr: SocketAddr,
     stop: &AtomicBool,
     peers: &Mutex<Vec<(Proto, SocketAddr)>>,
     ready: &mpsc::Sender<Result<(), String>>,
@@ -411,12 +444,16 @@ enum UdpReply {
 /// From one unconnected UDP socket in namespace `netns`, sends `rounds` datagrams to `to`,
 /// each after the previous one's echo (or its timeout); where each echo came from. The socket
 /// is unconnected so that an echo from an unexpected address is seen, not filtered out.
-fn udp_exchange(netns: &str, to: SocketAddrV4, rounds: usize) -> Vec<UdpReply> {
-    let netns = netns.to_owned();
+fn udp_exchange(netns: &str, to: impl Into<SocketAddr>, rounds: usize) -> Vec<UdpReply> {
+    let (netns, to) = (netns.to_owned(), to.into());
     std::thread::spawn(move || {
         hostgw_agent::netns::enter(&netns).unwrap_or_else(|e| panic!("entering {netns}: {e}"));
-        let socket =
-            UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("binding a UDP client socket");
+        let any: IpAddr = if to.is_ipv6() {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
+        let socket = UdpSocket::bind((any, 0)).expect("binding a UDP client socket");
         let mut buf = [0; 2048];
         (0..rounds)
             .map(|k| {
@@ -456,11 +493,11 @@ fn udp_exchange(netns: &str, to: SocketAddrV4, rounds: usize) -> Vec<UdpReply> {
 
 /// Connects from namespace `netns` to `to` and makes `rounds` request/response round trips
 /// on the one connection, each echo checked. `Err` says which step failed.
-fn tcp_exchange(netns: &str, to: SocketAddrV4, rounds: usize) -> Result<(), String> {
-    let netns = netns.to_owned();
+fn tcp_exchange(netns: &str, to: impl Into<SocketAddr>, rounds: usize) -> Result<(), String> {
+    let (netns, to) = (netns.to_owned(), to.into());
     std::thread::spawn(move || -> Result<(), String> {
         hostgw_agent::netns::enter(&netns).map_err(|e| format!("entering {netns}: {e}"))?;
-        let mut stream = TcpStream::connect_timeout(&to.into(), TCP_TIMEOUT)
+        let mut stream = TcpStream::connect_timeout(&to, TCP_TIMEOUT)
             .map_err(|e| format!("connect to {to}: {e}"))?;
         stream
             .set_read_timeout(Some(TCP_TIMEOUT))
@@ -493,12 +530,13 @@ fn tcp_exchange(netns: &str, to: SocketAddrV4, rounds: usize) -> Result<(), Stri
 }
 
 /// Asserts every round of a UDP exchange was echoed from `from`.
-fn assert_udp_from(lab: &Lab, replies: &[UdpReply], from: SocketAddrV4, what: &str) {
+fn assert_udp_from(lab: &Lab, replies: &[UdpReply], from: impl Into<SocketAddr>, what: &str) {
+    let from = from.into();
     let wrong: Vec<(usize, UdpReply)> = replies
         .iter()
         .copied()
         .enumerate()
-        .filter(|(_, r)| *r != UdpReply::From(from.into()))
+        .filter(|(_, r)| *r != UdpReply::From(from))
         .collect();
     assert!(
         wrong.is_empty(),
@@ -511,10 +549,10 @@ fn assert_udp_from(lab: &Lab, replies: &[UdpReply], from: SocketAddrV4, what: &s
 
 /// Asserts that a server saw every client of `proto` at address `ip` (no SNAT, or the
 /// expected SNAT), and at least one.
-fn assert_peers(server: &EchoServer, proto: Proto, ip: Ipv4Addr, what: &str) {
-    let peers = server.peers(proto);
+fn assert_peers(server: &EchoServer, proto: Proto, ip: impl Into<IpAddr>, what: &str) {
+    let (peers, ip) = (server.peers(proto), ip.into());
     assert!(
-        !peers.is_empty() && peers.iter().all(|p| p.ip() == IpAddr::V4(ip)),
+        !peers.is_empty() && peers.iter().all(|p| p.ip() == ip),
         "{what}: the server saw {proto:?} clients {peers:?}, expected all from {ip}"
     );
 }
@@ -1020,4 +1058,108 @@ fn auto_gate_follows_nat_rules() {
         "n1 did not log that the NAT went:\n{}",
         lab.agent_log(1)
     );
+}
+
+/// The gate applies to IPv6 as to IPv4, with kube-proxy's IPv6 rules (an `ip6` nat table) on
+/// both nodes: an IPv6 `ClusterIP` works for UDP and TCP (its replies are handed to A's stack
+/// as NAT flows), a pod-to-pod IPv6 TCP transfer is forwarded as an established flow after its
+/// first packets, and `ICMPv6` goes through the stack as a protocol the gate cannot look up.
+#[test]
+fn ipv6_flows_are_gated_like_ipv4_ones() {
+    let mut lab = lab("gv6");
+    let backend = lab.pod(2, 1).ip6();
+    for i in [1, 2] {
+        nft(&lab, i, &cluster_ip6_rules(backend));
+        restart_with_gate(&mut lab, i, "on", true);
+    }
+    let server = EchoServer::start(
+        lab.pod(2, 1).netns(),
+        SocketAddrV6::new(backend, BACKEND_PORT, 0, 0),
+    );
+    warm_up6(&lab, (1, 1), (2, 1));
+    let client = lab.pod(1, 1);
+    let vip = SocketAddrV6::new(VIP6, SVC_PORT, 0, 0);
+
+    for proto in [Proto::Udp, Proto::Tcp] {
+        let before = lab.fast_path_counters(1);
+        match proto {
+            Proto::Udp => {
+                let replies = udp_exchange(client.netns(), vip, ROUNDS);
+                assert_udp_from(&lab, &replies, vip, "UDP to the IPv6 ClusterIP");
+            }
+            Proto::Tcp => {
+                let result = tcp_exchange(client.netns(), vip, ROUNDS);
+                assert!(
+                    result.is_ok(),
+                    "TCP to the IPv6 ClusterIP: {result:?}\n{}\n{}",
+                    moved(&lab, 1, &before),
+                    lab.all_agent_logs()
+                );
+            }
+        }
+        assert_peers(&server, proto, client.ip6(), "IPv6 ClusterIP, no SNAT");
+        let a = lab.fast_path_counters(1).since(&before);
+        println!("IPv6 ClusterIP {proto:?}: n1 {:?}", a.nonzero());
+        let nat = a.get_in(family::IPV6, hook::INGRESS_TC, reason::CT_NAT);
+        assert!(
+            nat >= ROUNDS as u64,
+            "IPv6 ClusterIP {proto:?}: n1 gated {nat} replies as NAT for {ROUNDS} rounds\n{}",
+            moved(&lab, 1, &before)
+        );
+        assert_eq!(
+            a.get_in(family::IPV6, hook::INGRESS_TC, reason::FAST_INGRESS),
+            0,
+            "IPv6 ClusterIP {proto:?}: n1 fast-pathed a reply of the DNATed flow"
+        );
+    }
+
+    warm_up6(&lab, (1, 1), (2, 2));
+    let before = [1, 2].map(|i| (lab.fast_path_counters(i), lab.snmp6_forwarded(i)));
+    let bytes = 8 << 20;
+    let t = lab.tcp_transfer6(lab.pod(1, 1), lab.pod(2, 2), bytes);
+    assert_eq!(t.bytes, bytes);
+    for i in [1, 2] {
+        let (c, f) = &before[i - 1];
+        let c = lab.fast_path_counters(i).since(c);
+        let forw = lab.snmp6_forwarded(i) - f;
+        let fast = c.fast_in(family::IPV6);
+        let est = c.reason_in(family::IPV6, reason::CT_ESTABLISHED);
+        println!(
+            "IPv6 TCP n1p1 → n2p2, {bytes} bytes: n{i} fast {fast}, established {est}, kernel \
+             forwarded {forw}; {:?}",
+            c.nonzero()
+        );
+        assert!(
+            fast >= 100 && est >= fast * 9 / 10,
+            "n{i}: the programs forwarded {fast} IPv6 packets of the transfer, {est} of them as \
+             established flows\n{}",
+            lab.agent_log(i)
+        );
+        assert!(
+            forw * 20 < fast && forw < 20,
+            "n{i}: the kernel forwarded {forw} IPv6 packets of the transfer (programs: {fast})"
+        );
+    }
+
+    let before = [1, 2].map(|i| (lab.fast_path_counters(i), lab.snmp6_forwarded(i)));
+    let s = lab.ping(
+        lab.pod(1, 1),
+        lab.pod(2, 2).ip6(),
+        20,
+        Duration::from_millis(20),
+    );
+    assert_pings(&lab, s, 20, "ping -6 n1p1 → n2p2");
+    for i in [1, 2] {
+        let (c, f) = &before[i - 1];
+        let c = lab.fast_path_counters(i).since(c);
+        let forw = lab.snmp6_forwarded(i) - f;
+        let proto = c.reason_in(family::IPV6, reason::CT_PROTO);
+        assert!(
+            proto >= 40 && c.fast_in(family::IPV6) == 0 && forw >= 40,
+            "n{i}: ICMPv6 should go through the stack: ct_proto {proto}, fast {}, kernel \
+             forwarded {forw}; {:?}",
+            c.fast_in(family::IPV6),
+            c.nonzero()
+        );
+    }
 }

@@ -73,42 +73,56 @@ fn inspection_commands_and_metrics_show_the_lab() {
     assert_eq!(warm.received, 3, "warm-up pings");
     let stats = lab.ping(pod, remote.ip(), 20, Duration::from_millis(20));
     assert_eq!(stats.received, 20, "pings");
+    let warm = lab.ping(pod, remote.ip6(), 3, Duration::from_millis(200));
+    assert_eq!(warm.received, 3, "IPv6 warm-up pings");
+    let stats = lab.ping(pod, remote.ip6(), 20, Duration::from_millis(20));
+    assert_eq!(stats.received, 20, "IPv6 pings");
 
-    // routes: node 2's CIDR via its uplink address and MAC, matching the kernel.
+    // routes: node 2's CIDRs via its uplink addresses and MAC, matching the kernel, IPv4
+    // first.
     let routes = inspect(&lab, 1, "routes");
     let rows = routes.as_array().expect("a list");
-    assert_eq!(rows.len(), 1, "{routes}");
-    let r = &rows[0];
-    assert_eq!(r["cidr"], lab.node(2).pod_cidr());
-    assert_eq!(r["node_ip"], lab.node(2).uplink_ip().to_string());
-    assert_eq!(r["node_mac"], lab::mac_string(lab.node(2).uplink_mac()));
-    assert_eq!(r["kernel_via"], lab.node(2).uplink_ip().to_string());
-    assert_eq!(r["uplink"], "eth0");
-    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(rows.len(), 2, "{routes}");
+    let n2 = lab.node(2);
+    for (r, cidr, via) in [
+        (&rows[0], n2.pod_cidr(), n2.uplink_ip().to_string()),
+        (&rows[1], n2.pod_cidr6(), n2.uplink_ip6().to_string()),
+    ] {
+        assert_eq!(r["cidr"], cidr);
+        assert_eq!(r["node_ip"], via);
+        assert_eq!(r["node_mac"], lab::mac_string(n2.uplink_mac()));
+        assert_eq!(r["kernel_via"], via);
+        assert_eq!(r["uplink"], "eth0");
+        assert_eq!(r["status"], "ok", "{r}");
+    }
 
-    // endpoints: the pod that pinged, on its veth.
+    // endpoints: the pod that pinged, on its veth, by both its addresses.
     let eps = inspect(&lab, 1, "endpoints");
-    let ep = eps
-        .as_array()
-        .expect("a list")
-        .iter()
-        .find(|e| e["ip"] == pod.ip().to_string())
-        .unwrap_or_else(|| panic!("{} missing from {eps}", pod.ip()));
-    assert_eq!(ep["mac"], lab::mac_string(pod.mac()));
-    assert_eq!(ep["veth"], pod.host_veth());
+    for ip in [pod.ip().to_string(), pod.ip6().to_string()] {
+        let ep = eps
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|e| e["ip"] == ip)
+            .unwrap_or_else(|| panic!("{ip} missing from {eps}"));
+        assert_eq!(ep["mac"], lab::mac_string(pod.mac()));
+        assert_eq!(ep["veth"], pod.host_veth());
+    }
 
     // stats: the pings went through the fast path.
     let stats = inspect(&lab, 1, "stats");
-    let count = |hook: &str, reason: &str| {
+    let count = |family: &str, hook: &str, reason: &str| {
         stats
             .as_array()
             .expect("a list")
             .iter()
-            .find(|s| s["family"] == "ipv4" && s["hook"] == hook && s["reason"] == reason)
+            .find(|s| s["family"] == family && s["hook"] == hook && s["reason"] == reason)
             .map_or(0, |s| s["packets"].as_u64().expect("packets"))
     };
-    assert!(count("egress", "fast_egress") >= 20, "{stats}");
-    assert!(count("ingress_tc", "fast_ingress") >= 20, "{stats}");
+    for family in ["ipv4", "ipv6"] {
+        assert!(count(family, "egress", "fast_egress") >= 20, "{stats}");
+        assert!(count(family, "ingress_tc", "fast_ingress") >= 20, "{stats}");
+    }
 
     // status: every hook, how it is attached, map fill, and the agent's own report.
     let status = inspect(&lab, 1, "status");
@@ -137,26 +151,35 @@ fn inspection_commands_and_metrics_show_the_lab() {
     // The lab's uplinks are veths: `--xdp auto` leaves XDP off there.
     assert_eq!(programs.len(), 3, "{programs:?}");
     assert_eq!(status["forwarding_v4"], true);
-    let routes_fill = status["maps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["map"] == "ROUTES_V4")
-        .unwrap();
-    assert_eq!(routes_fill["entries"], 1);
+    assert_eq!(status["forwarding_v6"], true, "{status}");
+    for map in ["ROUTES_V4", "ROUTES_V6"] {
+        let fill = status["maps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["map"] == map)
+            .unwrap_or_else(|| panic!("{map} missing from {status}"));
+        assert_eq!(fill["entries"], 1, "{map}");
+    }
     assert_eq!(status["agent"]["ready"], true, "{status}");
-    assert_eq!(status["agent"]["last_round"]["routes"], 1, "{status}");
+    assert_eq!(status["agent"]["last_round"]["routes"], 2, "{status}");
 
     // metrics: the same counters and state, in Prometheus text format.
     let response = http_get(&lab, 1, "/metrics");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let m = samples(&response);
-    let fast =
-        m["hostgw_datapath_packets_total{family=\"ipv4\",hook=\"egress\",reason=\"fast_egress\"}"];
-    assert!(fast >= 20, "fast_egress {fast}");
-    assert_eq!(m["hostgw_nodes_programmed{family=\"ipv4\"}"], 1);
-    assert_eq!(m["hostgw_nodes_programmed{family=\"ipv6\"}"], 0);
+    for family in ["ipv4", "ipv6"] {
+        let fast = m[&format!(
+            "hostgw_datapath_packets_total{{family=\"{family}\",hook=\"egress\",reason=\"fast_egress\"}}"
+        )];
+        assert!(fast >= 20, "{family} fast_egress {fast}");
+        assert_eq!(
+            m[&format!("hostgw_nodes_programmed{{family=\"{family}\"}}")],
+            1
+        );
+    }
     assert_eq!(m["hostgw_map_entries{map=\"ROUTES_V4\"}"], 1);
+    assert_eq!(m["hostgw_map_entries{map=\"ROUTES_V6\"}"], 1);
     assert_eq!(
         m["hostgw_map_capacity{map=\"ENDPOINTS_V4\"}"],
         u64::from(hostgw_common::MAX_ENDPOINTS)

@@ -1,7 +1,7 @@
 //! `cargo xtask demo`: the README's main-job command. Installs what is missing (the eBPF
 //! toolchain, the Debian packages the lab calls), builds the agent and the lab binary, and runs
-//! `hostgw-lab demo` as root: a 3-node lab with the agent on every node, walked through the
-//! host-gw packet walk. The lab binary tears the lab down on exit and on Ctrl-C; `--keep`
+//! `hostgw-lab demo` as root: a dual-stack 3-node lab with the agent on every node, walked
+//! through the host-gw packet walk over IPv4 and IPv6. The lab binary tears the lab down on exit and on Ctrl-C; `--keep`
 //! leaves it up and prints how to explore and remove it.
 
 use std::{path::PathBuf, process::Command};
@@ -23,6 +23,9 @@ pub struct Options {
     /// Pods per node.
     #[arg(long, default_value_t = 2)]
     pub pods: u8,
+    /// An IPv4-only lab (by default it is dual-stack).
+    #[arg(long)]
+    pub ipv4_only: bool,
     /// Further arguments for `hostgw-lab demo` (`--megabytes N`, `--name NAME`).
     #[arg(last = true)]
     pub lab_args: Vec<String>,
@@ -70,11 +73,19 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if opts.keep {
         cmd.arg("--keep");
     }
+    if opts.ipv4_only {
+        cmd.arg("--ipv4-only");
+    }
     say(format!(
-        "starting a {}-node × {}-pod lab with the agent on every node, and walking a packet \
+        "starting a {}-node × {}-pod {} lab with the agent on every node, and walking a packet \
          through it{}",
         opts.nodes,
         opts.pods,
+        if opts.ipv4_only {
+            "IPv4-only"
+        } else {
+            "dual-stack"
+        },
         if opts.keep {
             " (--keep: the lab stays up)"
         } else {

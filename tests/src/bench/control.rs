@@ -180,11 +180,15 @@ impl ControlNode {
             name: SELF_NAME.into(),
             pod_cidr: "10.99.0.0/24".into(),
             internal_ip: Some("172.21.0.1".into()),
+            pod_cidr_v6: None,
+            internal_ip_v6: None,
         }];
         v.extend((0..self.nodes).map(|i| NodeEntry {
             name: format!("s{i}"),
             pod_cidr: node_cidr(i).1,
             internal_ip: Some(node_ip(i).to_string()),
+            pod_cidr_v6: None,
+            internal_ip_v6: None,
         }));
         v
     }

@@ -35,7 +35,7 @@ pub mod report;
 pub mod traffic;
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -128,6 +128,22 @@ pub enum Variant {
     Gate,
 }
 
+/// The address family of a figure's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::V4 => "IPv4",
+            Self::V6 => "IPv6",
+        }
+    }
+}
+
 impl Variant {
     pub const ALL: [Self; 3] = [Self::Kernel, Self::Fast, Self::Gate];
 
@@ -170,8 +186,10 @@ pub struct Results {
     pub nodes: usize,
     pub forwarding: Vec<FwdFigure>,
     pub ceilings: Vec<CeilingFigure>,
-    /// `(streams, variant, Gbit/s)` per run.
+    /// `(streams, variant, Gbit/s)` per run, over IPv4.
     pub tcp: Vec<(u32, Variant, f64)>,
+    /// `(variant, Gbit/s)` per run: one stream over IPv6.
+    pub tcp6: Vec<(Variant, f64)>,
     pub rr: Vec<(Variant, traffic::RrResult)>,
     pub control: Vec<control::ControlRun>,
     /// What failed (each failure skips one measurement, not the run).
@@ -302,23 +320,33 @@ fn gate_on(lab: &Lab) -> Result<bool, String> {
     Ok(on)
 }
 
-/// Makes both pods known: a few pings each way (the nodes resolve the pods, the agent learns
-/// them as endpoints), then, on a fast-path lab, waits until each node's endpoint table holds
-/// its pod.
+/// Makes both pods known over both families: a few pings each way (the nodes resolve the
+/// pods, the agent learns them as endpoints), then, on a fast-path lab, waits until each
+/// node's endpoint tables hold its pod.
 fn learn(lab: &Lab) -> Result<(), String> {
     let (p1, p2) = (lab.pod(1, 1), lab.pod(2, 1));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let a = lab.ping(p1, p2.ip(), 2, Duration::from_millis(50));
-        let b = lab.ping(p2, p1.ip(), 2, Duration::from_millis(50));
+        let replies = [
+            (p1, IpAddr::from(p2.ip())),
+            (p2, p1.ip().into()),
+            (p1, p2.ip6().into()),
+            (p2, p1.ip6().into()),
+        ]
+        .iter()
+        .all(|(from, to)| lab.ping(from, *to, 2, Duration::from_millis(50)).received > 0);
         let known = lab.mode() == Mode::KernelOnly
-            || (has_endpoint(lab, 1, p1.ip()) && has_endpoint(lab, 2, p2.ip()));
-        if a.received > 0 && b.received > 0 && known {
+            || [(1, p1), (2, p2)].iter().all(|(i, p)| {
+                has_endpoint(lab, *i, names::ENDPOINTS_V4, &p.ip().octets())
+                    && has_endpoint(lab, *i, names::ENDPOINTS_V6, &p.ip6().octets())
+            });
+        if replies && known {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "lab {}: pods not reachable or not learned as endpoints within 20 s",
+                "lab {}: pods not reachable or not learned as endpoints (IPv4 and IPv6) within \
+                 20 s",
                 lab.name()
             ));
         }
@@ -326,15 +354,16 @@ fn learn(lab: &Lab) -> Result<(), String> {
     }
 }
 
-fn has_endpoint(lab: &Lab, i: usize, ip: Ipv4Addr) -> bool {
-    let path = lab.node(i).pin_dir().join(names::ENDPOINTS_V4);
+/// Whether node `i`'s endpoint table `map` has the address `key`.
+fn has_endpoint<const N: usize>(lab: &Lab, i: usize, map: &str, key: &[u8; N]) -> bool {
+    let path = lab.node(i).pin_dir().join(map);
     let Ok(data) = MapData::from_pin(&path) else {
         return false;
     };
-    let Ok(map) = BpfHashMap::<MapData, [u8; 4], Endpoint>::try_from(Map::HashMap(data)) else {
+    let Ok(map) = BpfHashMap::<MapData, [u8; N], Endpoint>::try_from(Map::HashMap(data)) else {
         return false;
     };
-    map.get(&ip.octets(), 0).is_ok()
+    map.get(key, 0).is_ok()
 }
 
 fn forwarding(labs: &Labs, opts: &Options, r: &mut Results) {
@@ -440,7 +469,7 @@ fn tcp(labs: &Labs, opts: &Options, r: &mut Results) {
     for run in 1..=opts.runs {
         for streams in [1, 4] {
             for (variant, lab) in labs.all() {
-                match traffic::tcp_gbps(lab, streams, opts.tcp_seconds) {
+                match traffic::tcp_gbps(lab, Family::V4, streams, opts.tcp_seconds) {
                     Ok(g) => {
                         say(&format!(
                             "run {run}/{}: TCP {streams} stream(s) [{}]: {g:.2} Gbit/s",
@@ -454,6 +483,21 @@ fn tcp(labs: &Labs, opts: &Options, r: &mut Results) {
                         variant.label()
                     )),
                 }
+            }
+        }
+        for (variant, lab) in labs.all() {
+            match traffic::tcp_gbps(lab, Family::V6, 1, opts.tcp_seconds) {
+                Ok(g) => {
+                    say(&format!(
+                        "run {run}/{}: TCP over IPv6, 1 stream [{}]: {g:.2} Gbit/s",
+                        opts.runs,
+                        variant.label()
+                    ));
+                    r.tcp6.push((variant, g));
+                }
+                Err(e) => r
+                    .failures
+                    .push(format!("TCP over IPv6 [{}]: {e}", variant.label())),
             }
         }
     }

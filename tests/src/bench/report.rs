@@ -262,6 +262,27 @@ pub fn traffic_rows(r: &Results) -> Vec<Row> {
             gate_ratio: Summary::of(&run_ratios(&g, &k)),
         });
     }
+    let vals = |v: Variant| -> Vec<f64> {
+        r.tcp6
+            .iter()
+            .filter(|(x, _)| *x == v)
+            .map(|(_, g)| *g)
+            .collect()
+    };
+    let (k, f, g) = (
+        vals(Variant::Kernel),
+        vals(Variant::Fast),
+        vals(Variant::Gate),
+    );
+    rows.push(Row {
+        figure: "TCP pod → remote pod over IPv6, 1 stream (Gbit/s)".to_owned(),
+        digits: 2,
+        kernel: Summary::of(&k),
+        fast: Summary::of(&f),
+        fast_ratio: Summary::of(&run_ratios(&f, &k)),
+        gate: Summary::of(&g),
+        gate_ratio: Summary::of(&run_ratios(&g, &k)),
+    });
     let metrics: [Metric; 3] = [
         (
             "Request/response, both ends on one core (transactions/s)",
@@ -796,7 +817,9 @@ fn panels(r: &Results) -> Vec<Panel> {
             .iter()
             .filter(|x| x.figure.starts_with("TCP"))
             .map(|x| {
-                let name = if x.figure.contains("4 streams") {
+                let name = if x.figure.contains("IPv6") {
+                    "IPv6, 1 stream"
+                } else if x.figure.contains("4 streams") {
                     "4 streams"
                 } else {
                     "1 stream"

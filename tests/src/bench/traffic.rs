@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::host;
+use super::{Family, host};
 use crate::lab::{Lab, Pod, output_within};
 
 /// A failed traffic measurement.
@@ -57,12 +57,20 @@ fn listening(pod: &Pod) -> bool {
     out.status.success() && !out.stdout.is_empty()
 }
 
-/// TCP throughput in Gbit/s from pod n1p1 to pod n2p1 over `streams` parallel connections
-/// for `seconds` (after `iperf3`'s one omitted second of slow start), as the receiver counted
-/// it.
-pub fn tcp_gbps(lab: &Lab, streams: u32, seconds: u32) -> Result<f64, TrafficError> {
+/// TCP throughput in Gbit/s from pod n1p1 to pod n2p1 over `family`, over `streams` parallel
+/// connections for `seconds` (after `iperf3`'s one omitted second of slow start), as the
+/// receiver counted it.
+pub fn tcp_gbps(
+    lab: &Lab,
+    family: Family,
+    streams: u32,
+    seconds: u32,
+) -> Result<f64, TrafficError> {
     let (from, to) = (lab.pod(1, 1), lab.pod(2, 1));
-    let ip = to.ip().to_string();
+    let ip = match family {
+        Family::V4 => to.ip().to_string(),
+        Family::V6 => to.ip6().to_string(),
+    };
     let port = IPERF_PORT.to_string();
     let server = to
         .ns()

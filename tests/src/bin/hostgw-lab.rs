@@ -1,9 +1,9 @@
 //! `hostgw-lab`: the lab of `hostgw_tests::lab` from the command line.
 //!
-//! `hostgw-lab demo` starts a fast-path lab (the real agent on every node) and walks through
-//! the host-gw packet walk of DESIGN.md §1: each node's routes, a traceroute from a pod to a
-//! pod on another node, a ping, a TCP transfer, then the programs' counters next to the
-//! kernel's forwarding counter. It tears the lab down on exit, on Ctrl-C and on SIGTERM;
+//! `hostgw-lab demo` starts a dual-stack fast-path lab (the real agent on every node) and walks
+//! through the host-gw packet walk of DESIGN.md §1, over IPv4 and then over IPv6: each node's
+//! routes, a traceroute from a pod to a pod on another node, a ping, a TCP transfer, then the
+//! programs' counters next to the kernel's forwarding counters. `--ipv4-only` leaves IPv6 out. It tears the lab down on exit, on Ctrl-C and on SIGTERM;
 //! `--keep` leaves it up and prints how to explore it and how to remove it
 //! (`hostgw-lab down <lab>`).
 
@@ -14,7 +14,9 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use hostgw_common::counters::reason;
+use std::{fmt::Display, net::IpAddr, str::FromStr};
+
+use hostgw_common::counters::{family, reason};
 use hostgw_tests::lab::{self, INTERRUPTED, Lab, Mode, Node, Pod, Spec};
 
 /// The hostgw network-namespace lab: a host-gw cluster of nodes and pods on this machine.
@@ -54,6 +56,9 @@ struct DemoArgs {
     /// The lab's name: its namespaces are `hgw-<pid>-<name>-…`.
     #[arg(long, default_value = "demo")]
     name: String,
+    /// An IPv4-only lab (by default it is dual-stack and the walk is done over both families).
+    #[arg(long)]
+    ipv4_only: bool,
 }
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -119,16 +124,25 @@ fn demo(args: &DemoArgs) -> ExitCode {
     install_signal_handlers();
     let (nodes, pods) = (usize::from(args.nodes), usize::from(args.pods));
     println!(
-        "Starting lab {:?}: {nodes} nodes × {pods} pods on one L2 switch, hostgw-agent on \
+        "Starting lab {:?}: {nodes} nodes × {pods} pods on one L2 switch, {}, hostgw-agent on \
          every node ({})",
         args.name,
+        if args.ipv4_only {
+            "IPv4 only"
+        } else {
+            "dual-stack"
+        },
         hostgw_tests::agent_binary().display()
     );
     let started = Instant::now();
     // A panic (a failed step, or a signal during a wait) unwinds through the lab, which
     // tears itself down on the way.
     let result = std::panic::catch_unwind(|| {
-        let lab = Lab::start(&args.name, &Spec::new(nodes, pods, Mode::FastPath));
+        let spec = Spec {
+            ipv6: !args.ipv4_only,
+            ..Spec::new(nodes, pods, Mode::FastPath)
+        };
+        let lab = Lab::start(&args.name, &spec);
         println!(
             "Lab up in {:.1} s: every agent attached and routed to every other node.",
             started.elapsed().as_secs_f64()
@@ -177,31 +191,46 @@ fn walk(lab: &Lab, megabytes: u64) -> Result<(), Interrupted> {
         lab.switch_netns(),
         lab::SWITCH_BRIDGE
     );
+    let v6 = lab.ipv6();
+    let and6 = |addr: &dyn Display| {
+        if v6 {
+            format!(" {addr}")
+        } else {
+            String::new()
+        }
+    };
     for node in lab.nodes() {
         println!(
-            "node {}: netns {}, {} {} ({}), {} {}, pin dir {}",
+            "node {}: netns {}, {} {}{} ({}), {} {}{}, pin dir {}",
             node.name(),
             node.netns(),
             lab::UPLINK,
             node.uplink_ip(),
+            and6(&node.uplink_ip6()),
             lab::mac_string(node.uplink_mac()),
             lab::BRIDGE,
             node.gateway(),
+            and6(&node.gateway6()),
             node.pin_dir().display()
         );
         for pod in lab.pods().iter().filter(|p| p.node() == node.index()) {
             println!(
-                "    pod {}: netns {}, eth0 {} via {}",
+                "    pod {}: netns {}, eth0 {}{} via {}",
                 pod.label(),
                 pod.netns(),
                 pod.ip(),
+                and6(&pod.ip6()),
                 pod.host_veth()
             );
         }
     }
 
     step()?;
-    heading("1. Each node's routes (ip route)");
+    heading(if v6 {
+        "1. Each node's routes (ip route, ip -6 route)"
+    } else {
+        "1. Each node's routes (ip route)"
+    });
     println!(
         "Pod CIDRs of other nodes go `via` that node's uplink address; the agent's routes carry \
          `proto {}`.",
@@ -212,47 +241,42 @@ fn walk(lab: &Lab, megabytes: u64) -> Result<(), Interrupted> {
         for r in lab.routes(i) {
             println!("    {r}");
         }
+        if v6 {
+            for r in lab.routes6(i) {
+                println!("    {r}");
+            }
+        }
     }
 
     step()?;
-    heading(&format!(
-        "2. traceroute -n {} from pod {} ({})",
+    trace(
+        lab,
+        "2. traceroute -n",
+        src.ip(),
         dst.ip(),
-        src.label(),
-        src.ip()
-    ));
-    let hops = lab.traceroute(src, dst.ip());
-    for (k, hop) in hops.iter().enumerate() {
-        let ip = hop.map_or_else(|| "*".to_owned(), |h| h.to_string());
-        let what = match hop {
-            Some(h) if *h == lab.node(1).gateway() => "the pod's gateway: cni0 on n1",
-            Some(h) if *h == lab.node(2).uplink_ip() => "n2's uplink: the next hop of n1's route",
-            Some(h) if *h == dst.ip() => "the destination pod, behind cni0 on n2",
-            _ => "",
-        };
-        println!("    {}  {ip:<15} {what}", k + 1);
+        |h| h == lab.node(1).gateway(),
+        |h| h == lab.node(2).uplink_ip(),
+    );
+    if v6 {
+        step()?;
+        trace(
+            lab,
+            "2b. traceroute -6 -n",
+            src.ip6(),
+            dst.ip6(),
+            |h| h == lab.node(1).gateway6(),
+            |h| h == lab.node(2).uplink_ip6(),
+        );
     }
     println!(
         "The same hops as a plain host-gw node: the programs leave TTL-expiring packets to the kernel."
     );
 
     step()?;
-    heading(&format!(
-        "3. ping {} from pod {} (20 × 10 ms)",
-        dst.ip(),
-        src.label()
-    ));
-    let before_ping: Vec<_> = (1..=n).map(|i| lab.fast_path_counters(i)).collect();
-    let ping = lab.ping(src, dst.ip(), 20, Duration::from_millis(10));
-    println!("    {} sent, {} received", ping.sent, ping.received);
-    for i in [1, 2] {
-        let grew = lab.fast_path_counters(i).since(&before_ping[i - 1]);
-        println!(
-            "    {}: +{} fast_egress, +{} fast_ingress",
-            lab.node(i).name(),
-            grew.reason(reason::FAST_EGRESS),
-            grew.reason(reason::FAST_INGRESS)
-        );
+    ping(lab, "3. ping", src, dst.ip(), family::IPV4);
+    if v6 {
+        step()?;
+        ping(lab, "3b. ping -6", src, dst.ip6(), family::IPV6);
     }
 
     step()?;
@@ -270,33 +294,104 @@ fn walk(lab: &Lab, megabytes: u64) -> Result<(), Interrupted> {
         t.elapsed.as_secs_f64(),
         t.mbit_per_s()
     );
+    if v6 {
+        step()?;
+        heading(&format!(
+            "4b. TCP transfer of {megabytes} MB over IPv6 to pod {} ({})",
+            far.label(),
+            far.ip6()
+        ));
+        let t = lab.tcp_transfer6(src, far, megabytes << 20);
+        println!(
+            "    {:.1} MB arrived intact in {:.2} s: {:.0} Mbit/s",
+            t.bytes as f64 / f64::from(1 << 20),
+            t.elapsed.as_secs_f64(),
+            t.mbit_per_s()
+        );
+    }
 
     step()?;
-    heading("5. Who forwarded: the programs (STATS) next to the kernel (Ip: ForwDatagrams)");
+    heading("5. Who forwarded: the programs (STATS) next to the kernel's forwarding counters");
     println!(
-        "    {:<6} {:>14} {:>22}   by reason",
-        "node", "fast path", "kernel ForwDatagrams"
+        "    {:<6} {:>12} {:>16} {:>12} {:>16}   by reason",
+        "node", "fast IPv4", "ForwDatagrams", "fast IPv6", "Ip6OutForwDgrams"
     );
     for i in 1..=n {
         let c = lab.fast_path_counters(i);
         let detail = c
             .nonzero()
             .iter()
-            .map(|(h, r, p)| format!("{h}/{r}={p}"))
+            .map(|(f, h, r, p)| format!("{f}/{h}/{r}={p}"))
             .collect::<Vec<_>>()
             .join(" ");
+        let (fast6, forw6) = if v6 {
+            (
+                c.fast_in(family::IPV6).to_string(),
+                lab.snmp6_forwarded(i).to_string(),
+            )
+        } else {
+            ("-".to_owned(), "-".to_owned())
+        };
         println!(
-            "    {:<6} {:>14} {:>22}   {detail}",
+            "    {:<6} {:>12} {:>16} {fast6:>12} {forw6:>16}   {detail}",
             lab.node(i).name(),
-            c.fast(),
-            lab.snmp_forwarded(i)
+            c.fast_in(family::IPV4),
+            lab.snmp_forwarded(i),
         );
     }
     println!(
         "Fast path = fast_egress + fast_ingress + fast_transit + fib_forward + neigh_redirect; \
-         ForwDatagrams counts what the kernel's routing stack forwarded instead."
+         ForwDatagrams (IPv4) and Ip6OutForwDatagrams (IPv6) count what the kernel's routing \
+         stack forwarded instead."
     );
     Ok(())
+}
+
+/// A traceroute from `src` to `dst`, each hop explained.
+fn trace<A>(
+    lab: &Lab,
+    title: &str,
+    src: A,
+    dst: A,
+    is_gateway: impl Fn(A) -> bool,
+    is_next_hop: impl Fn(A) -> bool,
+) where
+    A: Into<IpAddr> + FromStr + Display + Copy + PartialEq,
+{
+    let from = lab.pod(1, 1);
+    heading(&format!("{title} {dst} from pod {} ({src})", from.label()));
+    for (k, hop) in lab.traceroute(from, dst).iter().enumerate() {
+        let ip = hop.map_or_else(|| "*".to_owned(), |h| h.to_string());
+        let what = match hop {
+            Some(h) if is_gateway(*h) => "the pod's gateway: cni0 on n1",
+            Some(h) if is_next_hop(*h) => "n2's uplink: the next hop of n1's route",
+            Some(h) if *h == dst => "the destination pod, behind cni0 on n2",
+            _ => "",
+        };
+        println!("    {}  {ip:<22} {what}", k + 1);
+    }
+}
+
+/// 20 pings from `src` to `dst` 10 ms apart, and what the programs of n1 and n2 forwarded of
+/// `fam`.
+fn ping(lab: &Lab, title: &str, src: &Pod, dst: impl Into<IpAddr>, fam: u32) {
+    let dst = dst.into();
+    heading(&format!(
+        "{title} {dst} from pod {} (20 × 10 ms)",
+        src.label()
+    ));
+    let before: Vec<_> = [1, 2].map(|i| lab.fast_path_counters(i)).into();
+    let ping = lab.ping(src, dst, 20, Duration::from_millis(10));
+    println!("    {} sent, {} received", ping.sent, ping.received);
+    for i in [1, 2] {
+        let grew = lab.fast_path_counters(i).since(&before[i - 1]);
+        println!(
+            "    {}: +{} fast_egress, +{} fast_ingress",
+            lab.node(i).name(),
+            grew.reason_in(fam, reason::FAST_EGRESS),
+            grew.reason_in(fam, reason::FAST_INGRESS)
+        );
+    }
 }
 
 fn print_keep(lab: &Lab) {
@@ -309,15 +404,30 @@ fn print_keep(lab: &Lab) {
         lab.switch_netns().trim_end_matches("-sw")
     );
     println!("    ip netns exec {} ping {}", src.netns(), dst.ip());
+    if lab.ipv6() {
+        println!("    ip netns exec {} ping {}", src.netns(), dst.ip6());
+        println!(
+            "    ip netns exec {} traceroute -6 -n {}",
+            src.netns(),
+            dst.ip6()
+        );
+    }
     println!(
         "    ip netns exec {} traceroute -n {}",
         src.netns(),
         dst.ip()
     );
     println!("    ip -n {} route", n1.netns());
+    println!("    ip -n {} -6 route", n1.netns());
     println!("    ip -n {} neigh", n1.netns());
     println!("    ip netns exec {} cat /proc/net/snmp", n1.netns());
-    for map in ["ROUTES_V4", "ENDPOINTS_V4", "STATS"] {
+    for map in [
+        "ROUTES_V4",
+        "ROUTES_V6",
+        "ENDPOINTS_V4",
+        "ENDPOINTS_V6",
+        "STATS",
+    ] {
         println!(
             "    bpftool map dump pinned {}/{map}",
             n1.pin_dir().display()
