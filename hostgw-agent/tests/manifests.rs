@@ -43,6 +43,9 @@ const INIT_SCRIPTS: &[(&str, &str)] = &[
     ("enable-forwarding", "enable-forwarding.sh"),
     ("install-cni", "install-cni.sh"),
 ];
+/// `hostgw-config` keys named like the agent's variables that only the init scripts read
+/// (the agent gets them too, and clap ignores variables no flag names).
+const INIT_ONLY_VARIABLES: &[&str] = &["HOSTGW_IPV6_FORWARDING"];
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -403,7 +406,8 @@ fn container_env(container: &Container, manifests: &Manifests) -> BTreeMap<Strin
     env
 }
 
-/// The `HOSTGW_*` variables of `env` that no flag of `hostgw-agent run` reads.
+/// The `HOSTGW_*` variables of `env` that no flag of `hostgw-agent run` reads, those the init
+/// scripts read ([`INIT_ONLY_VARIABLES`]) aside.
 fn unknown_hostgw_variables(env: &BTreeMap<String, String>) -> Vec<String> {
     let cli = Cli::command();
     let run = cli
@@ -411,6 +415,7 @@ fn unknown_hostgw_variables(env: &BTreeMap<String, String>) -> Vec<String> {
         .expect("hostgw-agent has a run subcommand");
     env.keys()
         .filter(|var| var.starts_with("HOSTGW_"))
+        .filter(|var| !INIT_ONLY_VARIABLES.contains(&var.as_str()))
         .filter(|var| {
             !run.get_arguments()
                 .any(|a| a.get_env() == Some(OsStr::new(var)))
@@ -709,6 +714,22 @@ fn agent_command_line_and_environment_are_ones_the_agent_accepts() {
             || scripts.contains(&format!("${{{key}")) // ${KEY or ${KEY:=...}
             || scripts.contains(&format!("${key}"));
         assert!(read, "hostgw-config sets {key}, which nothing reads");
+    }
+
+    // The variables exempt from the check above are the scripts', and the agent's flags do
+    // not read them.
+    let run = Cli::command();
+    let run = run.find_subcommand("run").expect("a run subcommand");
+    for var in INIT_ONLY_VARIABLES {
+        assert!(
+            scripts.contains(&format!("${{{var}")),
+            "no init script reads {var}"
+        );
+        assert!(
+            !run.get_arguments()
+                .any(|a| a.get_env() == Some(OsStr::new(var))),
+            "a flag of `hostgw-agent run` reads {var}: it is not the init scripts' alone"
+        );
     }
 }
 
@@ -1359,6 +1380,24 @@ impl FakeNode {
         out
     }
 
+    /// A host with IPv6: `net.ipv6.conf` with forwarding off, and `accept_ra` on each of
+    /// `interfaces`.
+    fn with_ipv6(&self, interfaces: &[(&str, &str)]) {
+        self.write("proc-sys-net/ipv6/conf/all/forwarding", "0\n");
+        self.write("proc-sys-net/ipv6/conf/all/disable_ipv6", "0\n");
+        for (name, accept_ra) in interfaces {
+            self.write(
+                &format!("proc-sys-net/ipv6/conf/{name}/accept_ra"),
+                &format!("{accept_ra}\n"),
+            );
+        }
+    }
+
+    /// A file of the fake node, without its trailing newline.
+    fn read(&self, rel: &str) -> String {
+        read(&self.path(rel)).trim_end().to_owned()
+    }
+
     /// The lines a fake tool logged, and a fresh log.
     fn take_log(&self, tool: &str) -> Vec<String> {
         let path = self.path(&format!("log.{tool}"));
@@ -1390,6 +1429,13 @@ impl Drop for FakeNode {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -1583,4 +1629,159 @@ fn install_cni_leaves_other_configurations_alone_and_fails_loudly() {
         node.take_log("ip").is_empty(),
         "no link touched before the checks pass"
     );
+}
+
+#[test]
+fn enable_forwarding_turns_ipv6_forwarding_on_and_keeps_router_advertisements() {
+    let manifests = Manifests::load();
+    let env = container_env(manifests.init_container("enable-forwarding"), &manifests);
+    assert_eq!(
+        env["HOSTGW_IPV6_FORWARDING"], "auto",
+        "the ConfigMap's setting reaches the container"
+    );
+    let uplink = &env["HOSTGW_UPLINK"];
+    let accept_ra = format!("proc-sys-net/ipv6/conf/{uplink}/accept_ra");
+    let forwarding = "proc-sys-net/ipv6/conf/all/forwarding";
+    let node = FakeNode::new("forwarding-v6", uplink);
+    node.with_ipv6(&[(uplink, "1"), ("eth9", "1")]);
+    let script = manifests.script("enable-forwarding.sh");
+
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(node.read(forwarding), "1");
+    assert_eq!(
+        node.read(&accept_ra),
+        "2",
+        "the uplink keeps taking router advertisements"
+    );
+    assert_eq!(
+        node.read("proc-sys-net/ipv6/conf/eth9/accept_ra"),
+        "1",
+        "only the uplink's accept_ra is changed"
+    );
+    assert_eq!(
+        stdout_lines(&out),
+        [
+            "enable-forwarding: net.ipv4.ip_forward was off; turned it on".to_owned(),
+            format!(
+                "enable-forwarding: net.ipv6.conf.{uplink}.accept_ra was 1; set it to 2, so \
+                 that {uplink} keeps taking router advertisements"
+            ),
+            "enable-forwarding: net.ipv6.conf.all.forwarding was off; turned it on".to_owned(),
+        ]
+    );
+
+    // Again: forwarding is on, and a router that forwarded already is left as it is.
+    node.write(&accept_ra, "1\n");
+    let again = node.run(script, &env);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(
+        stdout_lines(&again),
+        [
+            "enable-forwarding: net.ipv4.ip_forward is on",
+            "enable-forwarding: net.ipv6.conf.all.forwarding is on",
+        ]
+    );
+    assert_eq!(node.read(&accept_ra), "1");
+
+    // An uplink that takes no router advertisements (accept_ra 0) keeps it so.
+    node.write(forwarding, "0\n");
+    node.write(&accept_ra, "0\n");
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(node.read(forwarding), "1");
+    assert_eq!(node.read(&accept_ra), "0");
+    assert_eq!(
+        stdout_lines(&out).last().map(String::as_str),
+        Some("enable-forwarding: net.ipv6.conf.all.forwarding was off; turned it on")
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("accept_ra"),
+        "{:?}",
+        stdout_lines(&out)
+    );
+
+    // An uplink the host does not have: said so before forwarding is turned on.
+    node.write(forwarding, "0\n");
+    let mut wrong_uplink = env.clone();
+    wrong_uplink.insert("HOSTGW_UPLINK".to_owned(), "nosuch0".to_owned());
+    let out = node.run(script, &wrong_uplink);
+    assert!(!out.status.success(), "a missing uplink was accepted");
+    assert!(
+        stderr(&out).contains("no interface nosuch0"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(node.read(forwarding), "0");
+}
+
+#[test]
+fn enable_forwarding_leaves_ipv6_alone_where_told_or_disabled() {
+    let manifests = Manifests::load();
+    let env = container_env(manifests.init_container("enable-forwarding"), &manifests);
+    let uplink = &env["HOSTGW_UPLINK"];
+    let accept_ra = format!("proc-sys-net/ipv6/conf/{uplink}/accept_ra");
+    let forwarding = "proc-sys-net/ipv6/conf/all/forwarding";
+    let script = manifests.script("enable-forwarding.sh");
+    let node = FakeNode::new("forwarding-v6-off", uplink);
+    node.with_ipv6(&[(uplink, "1")]);
+
+    // A value other than auto or never: refused before anything is written.
+    let mut bad = env.clone();
+    bad.insert("HOSTGW_IPV6_FORWARDING".to_owned(), "yes".to_owned());
+    let out = node.run(script, &bad);
+    assert!(
+        !out.status.success(),
+        "HOSTGW_IPV6_FORWARDING=yes was accepted"
+    );
+    assert!(
+        stderr(&out).contains("HOSTGW_IPV6_FORWARDING=yes: expected auto or never"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(node.read("proc-sys-net/ipv4/ip_forward"), "0");
+    assert_eq!(node.read(forwarding), "0");
+
+    // never: IPv4 on, IPv6 left alone.
+    let mut never = env.clone();
+    never.insert("HOSTGW_IPV6_FORWARDING".to_owned(), "never".to_owned());
+    let out = node.run(script, &never);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(node.read("proc-sys-net/ipv4/ip_forward"), "1");
+    assert_eq!(node.read(forwarding), "0");
+    assert_eq!(node.read(&accept_ra), "1");
+    assert_eq!(
+        stdout_lines(&out).last().map(String::as_str),
+        Some(
+            "enable-forwarding: HOSTGW_IPV6_FORWARDING=never: leaving \
+             net.ipv6.conf.all.forwarding alone"
+        )
+    );
+
+    // IPv6 disabled on the host (net.ipv6.conf.all.disable_ipv6 = 1): left alone.
+    node.write("proc-sys-net/ipv6/conf/all/disable_ipv6", "1\n");
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(node.read(forwarding), "0");
+    assert_eq!(node.read(&accept_ra), "1");
+    assert!(
+        stdout_lines(&out)
+            .last()
+            .is_some_and(|l| l.contains("IPv6 is disabled")),
+        "{:?}",
+        stdout_lines(&out)
+    );
+
+    // No IPv6 at all (ipv6.disable=1 on the kernel command line): no net.ipv6 to write.
+    fs::remove_dir_all(node.path("proc-sys-net/ipv6")).expect("removing net.ipv6");
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout_lines(&out)
+            .last()
+            .is_some_and(|l| l.contains("the host has no IPv6")),
+        "{:?}",
+        stdout_lines(&out)
+    );
+    assert!(!node.path("proc-sys-net/ipv6").exists());
 }
