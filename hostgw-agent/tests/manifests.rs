@@ -1305,7 +1305,10 @@ impl FakeNode {
         node.executable(
             "bin/ip",
             "#!/bin/sh\nprintf '%s\\n' \"$*\" >>\"$FAKE_LOG.ip\"\n\
-             case \"$*\" in '-4 -o addr show dev '*) cat \"$FAKE_IP_ADDRS\" 2>/dev/null ;; esac\n\
+             case \"$*\" in\n\
+             '-4 -o addr show dev '*) cat \"$FAKE_IP_ADDRS\" 2>/dev/null ;;\n\
+             '-6 -o addr show dev '*) cat \"$FAKE_IP6_ADDRS\" 2>/dev/null ;;\n\
+             esac\n\
              exit 0\n",
         );
         node
@@ -1327,21 +1330,35 @@ impl FakeNode {
         fs::set_permissions(self.path(rel), fs::Permissions::from_mode(0o755)).expect("chmod");
     }
 
-    /// The Node object the API server returns, pretty-printed as it does for curl, with an
-    /// annotation that mentions another pod CIDR in an escaped string.
+    /// The Node object the API server returns for a node with one pod CIDR (or none).
     fn serve_node(&self, pod_cidr: Option<&str>) {
+        self.serve_node_spec(pod_cidr, pod_cidr.as_slice());
+    }
+
+    /// The Node object of a node with these pod CIDRs, `spec.podCIDR` being the first, as
+    /// the API server keeps them.
+    fn serve_node_cidrs(&self, pod_cidrs: &[&str]) {
+        self.serve_node_spec(pod_cidrs.first().copied(), pod_cidrs);
+    }
+
+    /// The Node object the API server returns, pretty-printed as it does for curl, with an
+    /// annotation that mentions other pod CIDRs in an escaped string. No `spec.podCIDRs`
+    /// when `pod_cidrs` is empty.
+    fn serve_node_spec(&self, pod_cidr: Option<&str>, pod_cidrs: &[&str]) {
         let node = Node {
             metadata: ObjectMeta {
                 name: Some(NODE_NAME.to_owned()),
                 annotations: Some(BTreeMap::from([(
                     "example.com/last-applied".to_owned(),
-                    r#"{"spec":{"podCIDR":"192.0.2.0/24"}}"#.to_owned(),
+                    r#"{"spec":{"podCIDR":"192.0.2.0/24","podCIDRs":["192.0.2.0/24","2001:db8::/64"]}}"#
+                        .to_owned(),
                 )])),
                 ..ObjectMeta::default()
             },
             spec: Some(NodeSpec {
                 pod_cidr: pod_cidr.map(str::to_owned),
-                pod_cidrs: pod_cidr.map(|c| vec![c.to_owned()]),
+                pod_cidrs: (!pod_cidrs.is_empty())
+                    .then(|| pod_cidrs.iter().map(|&c| c.to_owned()).collect()),
                 ..NodeSpec::default()
             }),
             status: None,
@@ -1374,6 +1391,7 @@ impl FakeNode {
             .env("FAKE_LOG", self.path("log"))
             .env("FAKE_NODE", self.path("node.json"))
             .env("FAKE_IP_ADDRS", self.path("ip-addrs"))
+            .env("FAKE_IP6_ADDRS", self.path("ip6-addrs"))
             .output()
             .expect("running sh");
         fs::remove_file(self.path("script.sh")).expect("removing the script");
@@ -1607,12 +1625,6 @@ fn install_cni_leaves_other_configurations_alone_and_fails_loudly() {
         stderr(&out)
     );
 
-    // An IPv6 pod CIDR: hostgw routes IPv4.
-    node.serve_node(Some("fd00:10:1::/64"));
-    let out = node.run(script, &env);
-    assert!(!out.status.success(), "an IPv6 pod CIDR was accepted");
-    assert!(stderr(&out).contains("IPv6"), "{}", stderr(&out));
-
     // A wrong uplink name is reported as such.
     let mut wrong_uplink = env.clone();
     wrong_uplink.insert("HOSTGW_UPLINK".to_owned(), "nosuch0".to_owned());
@@ -1784,4 +1796,260 @@ fn enable_forwarding_leaves_ipv6_alone_where_told_or_disabled() {
         stdout_lines(&out)
     );
     assert!(!node.path("proc-sys-net/ipv6").exists());
+}
+
+/// The host-local ranges of the conflist install-cni wrote.
+fn conflist_ranges(node: &FakeNode) -> Value {
+    let conflist: Value =
+        serde_json::from_str(&read(&node.path("net.d/10-hostgw.conflist"))).expect("JSON");
+    conflist["plugins"][0]["ipam"]["ranges"].clone()
+}
+
+/// `ip -6 -o addr show` of a bridge with the `global` addresses and its link-local one.
+fn ip6_addrs(bridge: &str, global: &[&str]) -> String {
+    let line = |addr: &str, scope: &str| {
+        format!(
+            "7: {bridge}    inet6 {addr} scope {scope} \\       valid_lft forever preferred_lft forever\n"
+        )
+    };
+    let mut out: String = global.iter().map(|a| line(a, "global nodad")).collect();
+    out.push_str(&line("fe80::a8c1:abff:fe12:3456/64", "link"));
+    out
+}
+
+#[test]
+fn install_cni_gives_a_dual_stack_node_both_families() {
+    let manifests = Manifests::load();
+    let env = container_env(manifests.init_container("install-cni"), &manifests);
+    let bridge = &env["HOSTGW_BRIDGE"];
+    let node = FakeNode::new("dual-stack", &env["HOSTGW_UPLINK"]);
+    let script = manifests.script("install-cni.sh");
+    let ranges = serde_json::json!([
+        [{ "subnet": "10.1.79.0/24", "gateway": "10.1.79.1" }],
+        [{ "subnet": "fd00:10:1::/64", "gateway": "fd00:10:1::1" }],
+    ]);
+    node.serve_node_cidrs(&["10.1.79.0/24", "fd00:10:1::/64"]);
+
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "install-cni failed: {}", stderr(&out));
+    assert_eq!(
+        conflist_ranges(&node),
+        ranges,
+        "one range set per family, IPv4 first"
+    );
+    assert_eq!(
+        node.take_log("ip"),
+        [
+            format!("link add name {bridge} mtu 9000 type bridge"),
+            format!("addr add 10.1.79.1/24 brd + dev {bridge}"),
+            format!("addr add fd00:10:1::1/64 dev {bridge} nodad"),
+            format!("link set dev {bridge} up"),
+        ]
+    );
+    for line in [
+        format!("created bridge {bridge} with 10.1.79.1/24 and fd00:10:1::1/64"),
+        format!(
+            "wrote 10-hostgw.conflist (pod CIDRs 10.1.79.0/24 and fd00:10:1::/64, bridge \
+             {bridge}, MTU 9000)"
+        ),
+    ] {
+        assert!(stderr(&out).contains(&line), "{}", stderr(&out));
+    }
+
+    // Again, with the bridge holding both addresses (and its IPv6 link-local one).
+    node.write(&format!("sys/{bridge}/bridge/stp_state"), "0\n");
+    node.write(
+        "ip-addrs",
+        &format!("7: {bridge}    inet 10.1.79.1/24 brd 10.1.79.255 scope global {bridge}\\\n"),
+    );
+    node.write("ip6-addrs", &ip6_addrs(bridge, &["fd00:10:1::1/64"]));
+    let again = node.run(script, &env);
+    assert!(again.status.success(), "second run: {}", stderr(&again));
+    assert!(stderr(&again).contains("up to date"), "{}", stderr(&again));
+    assert_eq!(
+        node.take_log("ip"),
+        [
+            format!("-4 -o addr show dev {bridge}"),
+            format!("-6 -o addr show dev {bridge}"),
+            format!("link set dev {bridge} up"),
+        ]
+    );
+
+    // The IPv6 gateway missing (the node got its IPv6 CIDR later): added.
+    node.write("ip6-addrs", &ip6_addrs(bridge, &[]));
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        node.take_log("ip"),
+        [
+            format!("-4 -o addr show dev {bridge}"),
+            format!("-6 -o addr show dev {bridge}"),
+            format!("addr add fd00:10:1::1/64 dev {bridge} nodad"),
+            format!("link set dev {bridge} up"),
+        ]
+    );
+
+    // Another IPv6 address on the bridge: refused before anything is changed.
+    node.write("ip6-addrs", &ip6_addrs(bridge, &["fd00:99::1/64"]));
+    fs::remove_file(node.path("net.d/10-hostgw.conflist")).expect("removing the conflist");
+    let clash = node.run(script, &env);
+    assert!(
+        !clash.status.success(),
+        "a bridge with another IPv6 address was accepted"
+    );
+    assert!(
+        stderr(&clash).contains("IPv6 address(es) fd00:99::1/64, not fd00:10:1::1/64"),
+        "the link-local address is not counted: {}",
+        stderr(&clash)
+    );
+    assert!(node.files("net.d").is_empty(), "nothing written on failure");
+    assert_eq!(
+        node.take_log("ip"),
+        [
+            format!("-4 -o addr show dev {bridge}"),
+            format!("-6 -o addr show dev {bridge}"),
+        ],
+        "no address added to a bridge that is refused"
+    );
+
+    // The gateway and another global address: not exactly the gateway, refused as well.
+    node.write(
+        "ip6-addrs",
+        &ip6_addrs(bridge, &["fd00:10:1::1/64", "2001:db8:7::1/64"]),
+    );
+    let clash = node.run(script, &env);
+    assert!(
+        !clash.status.success(),
+        "an extra IPv6 address was accepted"
+    );
+    assert!(
+        stderr(&clash).contains("fd00:10:1::1/64 2001:db8:7::1/64"),
+        "{}",
+        stderr(&clash)
+    );
+    assert!(node.files("net.d").is_empty(), "nothing written on failure");
+    node.take_log("ip");
+
+    // An IPv6-primary cluster lists IPv6 first: the ranges still put IPv4 first.
+    node.write("ip6-addrs", &ip6_addrs(bridge, &["fd00:10:1::1/64"]));
+    node.serve_node_cidrs(&["fd00:10:1::/64", "10.1.79.0/24"]);
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(conflist_ranges(&node), ranges);
+}
+
+#[test]
+fn install_cni_serves_an_ipv6_only_node() {
+    let manifests = Manifests::load();
+    let env = container_env(manifests.init_container("install-cni"), &manifests);
+    let bridge = &env["HOSTGW_BRIDGE"];
+    let node = FakeNode::new("ipv6-only", &env["HOSTGW_UPLINK"]);
+    let script = manifests.script("install-cni.sh");
+    let ranges = serde_json::json!([[{ "subnet": "fd00:10:1::/64", "gateway": "fd00:10:1::1" }]]);
+    node.serve_node(Some("fd00:10:1::/64"));
+
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "install-cni failed: {}", stderr(&out));
+    assert_eq!(conflist_ranges(&node), ranges);
+    assert_eq!(
+        node.take_log("ip"),
+        [
+            format!("link add name {bridge} mtu 9000 type bridge"),
+            format!("addr add fd00:10:1::1/64 dev {bridge} nodad"),
+            format!("link set dev {bridge} up"),
+        ]
+    );
+    assert!(
+        stderr(&out).contains("(pod CIDR fd00:10:1::/64, "),
+        "{}",
+        stderr(&out)
+    );
+
+    // Again: the bridge's IPv4 addresses are not its business.
+    node.write(&format!("sys/{bridge}/bridge/stp_state"), "0\n");
+    node.write("ip6-addrs", &ip6_addrs(bridge, &["fd00:10:1::1/64"]));
+    let again = node.run(script, &env);
+    assert!(again.status.success(), "second run: {}", stderr(&again));
+    assert!(stderr(&again).contains("up to date"), "{}", stderr(&again));
+    assert_eq!(
+        node.take_log("ip"),
+        [
+            format!("-6 -o addr show dev {bridge}"),
+            format!("link set dev {bridge} up"),
+        ]
+    );
+
+    // Only spec.podCIDR set (no spec.podCIDRs): the same node.
+    node.serve_node_spec(Some("fd00:10:1::/64"), &[]);
+    fs::remove_file(node.path("net.d/10-hostgw.conflist")).expect("removing the conflist");
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(conflist_ranges(&node), ranges);
+}
+
+#[test]
+fn install_cni_computes_ipv6_gateways_and_refuses_malformed_cidrs() {
+    let manifests = Manifests::load();
+    let env = container_env(manifests.init_container("install-cni"), &manifests);
+    let bridge = &env["HOSTGW_BRIDGE"];
+    let node = FakeNode::new("ipv6-cidrs", &env["HOSTGW_UPLINK"]);
+    let script = manifests.script("install-cni.sh");
+
+    // The first address, as ip(8) prints it, so that a rerun finds it on the bridge.
+    for (cidr, gateway) in [
+        ("fd00:10:1::/64", "fd00:10:1::1"),
+        ("2001:db8:0:7::/64", "2001:db8:0:7::1"),
+        ("fd00:10:1:2:ff00::/72", "fd00:10:1:2:ff00::1"),
+        ("fd00:0:0:1:2::/96", "fd00::1:2:0:0:1"),
+        ("fd00:10:1:2:3:4::/112", "fd00:10:1:2:3:4:0:1"),
+        ("fd00:10:1:2:3:ab00::/120", "fd00:10:1:2:3:ab00:0:1"),
+    ] {
+        node.serve_node(Some(cidr));
+        let out = node.run(script, &env);
+        assert!(out.status.success(), "{cidr}: {}", stderr(&out));
+        assert_eq!(
+            conflist_ranges(&node),
+            serde_json::json!([[{ "subnet": cidr, "gateway": gateway }]]),
+            "{cidr}"
+        );
+        let prefix = cidr.split_once('/').expect("a prefix").1;
+        assert_eq!(
+            node.take_log("ip")[1],
+            format!("addr add {gateway}/{prefix} dev {bridge} nodad"),
+            "{cidr}"
+        );
+    }
+    fs::remove_file(node.path("net.d/10-hostgw.conflist")).expect("removing the conflist");
+
+    let between = "expected an IPv6 network between /64 and /120";
+    for (cidrs, why) in [
+        (&["fd00:10:1::/56"][..], between),
+        (&["fd00:10:1::/124"], between),
+        (&["fd00:10:1::1/64"], between),
+        (&["fd00:10:1:2::1:0/112"], between),
+        (&["FD00:10:1::/64"], between),
+        (&["::/64"], between),
+        (&["fd00:10:1:::/64"], between),
+        (&["fd00:10:1:2:ff80::/72"], "has host bits set"),
+        (
+            &["fd00:10:1::/64", "fd00:20:1::/64"],
+            "has two IPv6 pod CIDRs, fd00:10:1::/64 and fd00:20:1::/64: expected at most one \
+             of each family",
+        ),
+        (
+            &["10.1.79.0/24", "10.1.80.0/24"],
+            "has two IPv4 pod CIDRs, 10.1.79.0/24 and 10.1.80.0/24",
+        ),
+        (&["10.1.79.0/24", "fd00:10:1::/48"], between),
+    ] {
+        node.serve_node_cidrs(cidrs);
+        let out = node.run(script, &env);
+        assert!(!out.status.success(), "{cidrs:?} was accepted");
+        let message = stderr(&out);
+        assert!(message.contains(why), "{cidrs:?}: {message}");
+        let last = cidrs.last().expect("a CIDR");
+        assert!(message.contains(last), "{cidrs:?}: {message}");
+        assert!(node.files("net.d").is_empty(), "{cidrs:?}: nothing written");
+        assert!(node.take_log("ip").is_empty(), "{cidrs:?}: no link touched");
+    }
 }
