@@ -1274,8 +1274,8 @@ fn scripts_use_the_paths_the_daemonset_mounts() {
 }
 
 /// A node in a temporary directory: CNI directories, the uplink in a fake sysfs, a service
-/// account, a `/proc/sys/net`, and fake `curl` and `ip` that log their arguments. Removed on
-/// drop.
+/// account, a `/proc/sys/net`, and fake `curl` and `ip` that log their arguments (`ip` fails
+/// on arguments that contain `$FAKE_IP_FAIL`). Removed on drop.
 struct FakeNode {
     root: PathBuf,
 }
@@ -1308,6 +1308,8 @@ impl FakeNode {
              case \"$*\" in\n\
              '-4 -o addr show dev '*) cat \"$FAKE_IP_ADDRS\" 2>/dev/null ;;\n\
              '-6 -o addr show dev '*) cat \"$FAKE_IP6_ADDRS\" 2>/dev/null ;;\n\
+             *\"${FAKE_IP_FAIL:-no such arguments}\"*)\n\
+               echo 'RTNETLINK answers: Permission denied' >&2; exit 2 ;;\n\
              esac\n\
              exit 0\n",
         );
@@ -1979,9 +1981,28 @@ fn install_cni_serves_an_ipv6_only_node() {
         ]
     );
 
+    // A kernel that refuses the IPv6 address (IPv6 disabled on the bridge): said so.
+    let mut refused = env.clone();
+    refused.insert("FAKE_IP_FAIL".to_owned(), "nodad".to_owned());
+    node.write("ip6-addrs", &ip6_addrs(bridge, &[]));
+    fs::remove_file(node.path("net.d/10-hostgw.conflist")).expect("removing the conflist");
+    let out = node.run(script, &refused);
+    assert!(!out.status.success(), "a refused address was ignored");
+    assert!(
+        stderr(&out).contains(&format!(
+            "cannot give {bridge} the address fd00:10:1::1/64: is IPv6 disabled on the node"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(node.files("net.d").is_empty(), "nothing written on failure");
+    assert_eq!(
+        node.take_log("ip").last(),
+        Some(&format!("addr add fd00:10:1::1/64 dev {bridge} nodad"))
+    );
+
     // Only spec.podCIDR set (no spec.podCIDRs): the same node.
     node.serve_node_spec(Some("fd00:10:1::/64"), &[]);
-    fs::remove_file(node.path("net.d/10-hostgw.conflist")).expect("removing the conflist");
     let out = node.run(script, &env);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(conflist_ranges(&node), ranges);
