@@ -43,6 +43,9 @@ const INIT_SCRIPTS: &[(&str, &str)] = &[
     ("enable-forwarding", "enable-forwarding.sh"),
     ("install-cni", "install-cni.sh"),
 ];
+/// `hostgw-config` keys named like the agent's variables that only the init scripts read
+/// (the agent gets them too, and clap ignores variables no flag names).
+const INIT_ONLY_VARIABLES: &[&str] = &["HOSTGW_IPV6_FORWARDING"];
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -403,7 +406,8 @@ fn container_env(container: &Container, manifests: &Manifests) -> BTreeMap<Strin
     env
 }
 
-/// The `HOSTGW_*` variables of `env` that no flag of `hostgw-agent run` reads.
+/// The `HOSTGW_*` variables of `env` that no flag of `hostgw-agent run` reads, those the init
+/// scripts read ([`INIT_ONLY_VARIABLES`]) aside.
 fn unknown_hostgw_variables(env: &BTreeMap<String, String>) -> Vec<String> {
     let cli = Cli::command();
     let run = cli
@@ -411,6 +415,7 @@ fn unknown_hostgw_variables(env: &BTreeMap<String, String>) -> Vec<String> {
         .expect("hostgw-agent has a run subcommand");
     env.keys()
         .filter(|var| var.starts_with("HOSTGW_"))
+        .filter(|var| !INIT_ONLY_VARIABLES.contains(&var.as_str()))
         .filter(|var| {
             !run.get_arguments()
                 .any(|a| a.get_env() == Some(OsStr::new(var)))
@@ -709,6 +714,22 @@ fn agent_command_line_and_environment_are_ones_the_agent_accepts() {
             || scripts.contains(&format!("${{{key}")) // ${KEY or ${KEY:=...}
             || scripts.contains(&format!("${key}"));
         assert!(read, "hostgw-config sets {key}, which nothing reads");
+    }
+
+    // The variables exempt from the check above are the scripts', and the agent's flags do
+    // not read them.
+    let run = Cli::command();
+    let run = run.find_subcommand("run").expect("a run subcommand");
+    for var in INIT_ONLY_VARIABLES {
+        assert!(
+            scripts.contains(&format!("${{{var}")),
+            "no init script reads {var}"
+        );
+        assert!(
+            !run.get_arguments()
+                .any(|a| a.get_env() == Some(OsStr::new(var))),
+            "a flag of `hostgw-agent run` reads {var}: it is not the init scripts' alone"
+        );
     }
 }
 
@@ -1253,8 +1274,8 @@ fn scripts_use_the_paths_the_daemonset_mounts() {
 }
 
 /// A node in a temporary directory: CNI directories, the uplink in a fake sysfs, a service
-/// account, a `/proc/sys/net`, and fake `curl` and `ip` that log their arguments. Removed on
-/// drop.
+/// account, a `/proc/sys/net`, and fake `curl` and `ip` that log their arguments (`ip` fails
+/// on arguments that contain `$FAKE_IP_FAIL`). Removed on drop.
 struct FakeNode {
     root: PathBuf,
 }
@@ -1284,7 +1305,12 @@ impl FakeNode {
         node.executable(
             "bin/ip",
             "#!/bin/sh\nprintf '%s\\n' \"$*\" >>\"$FAKE_LOG.ip\"\n\
-             case \"$*\" in '-4 -o addr show dev '*) cat \"$FAKE_IP_ADDRS\" 2>/dev/null ;; esac\n\
+             case \"$*\" in\n\
+             '-4 -o addr show dev '*) cat \"$FAKE_IP_ADDRS\" 2>/dev/null ;;\n\
+             '-6 -o addr show dev '*) cat \"$FAKE_IP6_ADDRS\" 2>/dev/null ;;\n\
+             *\"${FAKE_IP_FAIL:-no such arguments}\"*)\n\
+               echo 'RTNETLINK answers: Permission denied' >&2; exit 2 ;;\n\
+             esac\n\
              exit 0\n",
         );
         node
@@ -1306,21 +1332,35 @@ impl FakeNode {
         fs::set_permissions(self.path(rel), fs::Permissions::from_mode(0o755)).expect("chmod");
     }
 
-    /// The Node object the API server returns, pretty-printed as it does for curl, with an
-    /// annotation that mentions another pod CIDR in an escaped string.
+    /// The Node object the API server returns for a node with one pod CIDR (or none).
     fn serve_node(&self, pod_cidr: Option<&str>) {
+        self.serve_node_spec(pod_cidr, pod_cidr.as_slice());
+    }
+
+    /// The Node object of a node with these pod CIDRs, `spec.podCIDR` being the first, as
+    /// the API server keeps them.
+    fn serve_node_cidrs(&self, pod_cidrs: &[&str]) {
+        self.serve_node_spec(pod_cidrs.first().copied(), pod_cidrs);
+    }
+
+    /// The Node object the API server returns, pretty-printed as it does for curl, with an
+    /// annotation that mentions other pod CIDRs in an escaped string. No `spec.podCIDRs`
+    /// when `pod_cidrs` is empty.
+    fn serve_node_spec(&self, pod_cidr: Option<&str>, pod_cidrs: &[&str]) {
         let node = Node {
             metadata: ObjectMeta {
                 name: Some(NODE_NAME.to_owned()),
                 annotations: Some(BTreeMap::from([(
                     "example.com/last-applied".to_owned(),
-                    r#"{"spec":{"podCIDR":"192.0.2.0/24"}}"#.to_owned(),
+                    r#"{"spec":{"podCIDR":"192.0.2.0/24","podCIDRs":["192.0.2.0/24","2001:db8::/64"]}}"#
+                        .to_owned(),
                 )])),
                 ..ObjectMeta::default()
             },
             spec: Some(NodeSpec {
                 pod_cidr: pod_cidr.map(str::to_owned),
-                pod_cidrs: pod_cidr.map(|c| vec![c.to_owned()]),
+                pod_cidrs: (!pod_cidrs.is_empty())
+                    .then(|| pod_cidrs.iter().map(|&c| c.to_owned()).collect()),
                 ..NodeSpec::default()
             }),
             status: None,
@@ -1353,10 +1393,29 @@ impl FakeNode {
             .env("FAKE_LOG", self.path("log"))
             .env("FAKE_NODE", self.path("node.json"))
             .env("FAKE_IP_ADDRS", self.path("ip-addrs"))
+            .env("FAKE_IP6_ADDRS", self.path("ip6-addrs"))
             .output()
             .expect("running sh");
         fs::remove_file(self.path("script.sh")).expect("removing the script");
         out
+    }
+
+    /// A host with IPv6: `net.ipv6.conf` with forwarding off, and `accept_ra` on each of
+    /// `interfaces`.
+    fn with_ipv6(&self, interfaces: &[(&str, &str)]) {
+        self.write("proc-sys-net/ipv6/conf/all/forwarding", "0\n");
+        self.write("proc-sys-net/ipv6/conf/all/disable_ipv6", "0\n");
+        for (name, accept_ra) in interfaces {
+            self.write(
+                &format!("proc-sys-net/ipv6/conf/{name}/accept_ra"),
+                &format!("{accept_ra}\n"),
+            );
+        }
+    }
+
+    /// A file of the fake node, without its trailing newline.
+    fn read(&self, rel: &str) -> String {
+        read(&self.path(rel)).trim_end().to_owned()
     }
 
     /// The lines a fake tool logged, and a fresh log.
@@ -1390,6 +1449,13 @@ impl Drop for FakeNode {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -1561,12 +1627,6 @@ fn install_cni_leaves_other_configurations_alone_and_fails_loudly() {
         stderr(&out)
     );
 
-    // An IPv6 pod CIDR: hostgw routes IPv4.
-    node.serve_node(Some("fd00:10:1::/64"));
-    let out = node.run(script, &env);
-    assert!(!out.status.success(), "an IPv6 pod CIDR was accepted");
-    assert!(stderr(&out).contains("IPv6"), "{}", stderr(&out));
-
     // A wrong uplink name is reported as such.
     let mut wrong_uplink = env.clone();
     wrong_uplink.insert("HOSTGW_UPLINK".to_owned(), "nosuch0".to_owned());
@@ -1583,4 +1643,434 @@ fn install_cni_leaves_other_configurations_alone_and_fails_loudly() {
         node.take_log("ip").is_empty(),
         "no link touched before the checks pass"
     );
+}
+
+#[test]
+fn enable_forwarding_turns_ipv6_forwarding_on_and_keeps_router_advertisements() {
+    let manifests = Manifests::load();
+    let env = container_env(manifests.init_container("enable-forwarding"), &manifests);
+    assert_eq!(
+        env["HOSTGW_IPV6_FORWARDING"], "auto",
+        "the ConfigMap's setting reaches the container"
+    );
+    let uplink = &env["HOSTGW_UPLINK"];
+    let accept_ra = format!("proc-sys-net/ipv6/conf/{uplink}/accept_ra");
+    let forwarding = "proc-sys-net/ipv6/conf/all/forwarding";
+    let node = FakeNode::new("forwarding-v6", uplink);
+    node.with_ipv6(&[(uplink, "1"), ("eth9", "1")]);
+    let script = manifests.script("enable-forwarding.sh");
+
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(node.read(forwarding), "1");
+    assert_eq!(
+        node.read(&accept_ra),
+        "2",
+        "the uplink keeps taking router advertisements"
+    );
+    assert_eq!(
+        node.read("proc-sys-net/ipv6/conf/eth9/accept_ra"),
+        "1",
+        "only the uplink's accept_ra is changed"
+    );
+    assert_eq!(
+        stdout_lines(&out),
+        [
+            "enable-forwarding: net.ipv4.ip_forward was off; turned it on".to_owned(),
+            format!(
+                "enable-forwarding: net.ipv6.conf.{uplink}.accept_ra was 1; set it to 2, so \
+                 that {uplink} keeps taking router advertisements"
+            ),
+            "enable-forwarding: net.ipv6.conf.all.forwarding was off; turned it on".to_owned(),
+        ]
+    );
+
+    // Again: forwarding is on, and a router that forwarded already is left as it is.
+    node.write(&accept_ra, "1\n");
+    let again = node.run(script, &env);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(
+        stdout_lines(&again),
+        [
+            "enable-forwarding: net.ipv4.ip_forward is on",
+            "enable-forwarding: net.ipv6.conf.all.forwarding is on",
+        ]
+    );
+    assert_eq!(node.read(&accept_ra), "1");
+
+    // An uplink that takes no router advertisements (accept_ra 0) keeps it so.
+    node.write(forwarding, "0\n");
+    node.write(&accept_ra, "0\n");
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(node.read(forwarding), "1");
+    assert_eq!(node.read(&accept_ra), "0");
+    assert_eq!(
+        stdout_lines(&out).last().map(String::as_str),
+        Some("enable-forwarding: net.ipv6.conf.all.forwarding was off; turned it on")
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("accept_ra"),
+        "{:?}",
+        stdout_lines(&out)
+    );
+
+    // An uplink the host does not have: said so before forwarding is turned on.
+    node.write(forwarding, "0\n");
+    let mut wrong_uplink = env.clone();
+    wrong_uplink.insert("HOSTGW_UPLINK".to_owned(), "nosuch0".to_owned());
+    let out = node.run(script, &wrong_uplink);
+    assert!(!out.status.success(), "a missing uplink was accepted");
+    assert!(
+        stderr(&out).contains("no interface nosuch0"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(node.read(forwarding), "0");
+}
+
+#[test]
+fn enable_forwarding_leaves_ipv6_alone_where_told_or_disabled() {
+    let manifests = Manifests::load();
+    let env = container_env(manifests.init_container("enable-forwarding"), &manifests);
+    let uplink = &env["HOSTGW_UPLINK"];
+    let accept_ra = format!("proc-sys-net/ipv6/conf/{uplink}/accept_ra");
+    let forwarding = "proc-sys-net/ipv6/conf/all/forwarding";
+    let script = manifests.script("enable-forwarding.sh");
+    let node = FakeNode::new("forwarding-v6-off", uplink);
+    node.with_ipv6(&[(uplink, "1")]);
+
+    // A value other than auto or never: refused before anything is written.
+    let mut bad = env.clone();
+    bad.insert("HOSTGW_IPV6_FORWARDING".to_owned(), "yes".to_owned());
+    let out = node.run(script, &bad);
+    assert!(
+        !out.status.success(),
+        "HOSTGW_IPV6_FORWARDING=yes was accepted"
+    );
+    assert!(
+        stderr(&out).contains("HOSTGW_IPV6_FORWARDING=yes: expected auto or never"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(node.read("proc-sys-net/ipv4/ip_forward"), "0");
+    assert_eq!(node.read(forwarding), "0");
+
+    // never: IPv4 on, IPv6 left alone.
+    let mut never = env.clone();
+    never.insert("HOSTGW_IPV6_FORWARDING".to_owned(), "never".to_owned());
+    let out = node.run(script, &never);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(node.read("proc-sys-net/ipv4/ip_forward"), "1");
+    assert_eq!(node.read(forwarding), "0");
+    assert_eq!(node.read(&accept_ra), "1");
+    assert_eq!(
+        stdout_lines(&out).last().map(String::as_str),
+        Some(
+            "enable-forwarding: HOSTGW_IPV6_FORWARDING=never: leaving \
+             net.ipv6.conf.all.forwarding alone"
+        )
+    );
+
+    // IPv6 disabled on the host (net.ipv6.conf.all.disable_ipv6 = 1): left alone.
+    node.write("proc-sys-net/ipv6/conf/all/disable_ipv6", "1\n");
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(node.read(forwarding), "0");
+    assert_eq!(node.read(&accept_ra), "1");
+    assert!(
+        stdout_lines(&out)
+            .last()
+            .is_some_and(|l| l.contains("IPv6 is disabled")),
+        "{:?}",
+        stdout_lines(&out)
+    );
+
+    // No IPv6 at all (ipv6.disable=1 on the kernel command line): no net.ipv6 to write.
+    fs::remove_dir_all(node.path("proc-sys-net/ipv6")).expect("removing net.ipv6");
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout_lines(&out)
+            .last()
+            .is_some_and(|l| l.contains("the host has no IPv6")),
+        "{:?}",
+        stdout_lines(&out)
+    );
+    assert!(!node.path("proc-sys-net/ipv6").exists());
+}
+
+/// The host-local ranges of the conflist install-cni wrote.
+fn conflist_ranges(node: &FakeNode) -> Value {
+    let conflist: Value =
+        serde_json::from_str(&read(&node.path("net.d/10-hostgw.conflist"))).expect("JSON");
+    conflist["plugins"][0]["ipam"]["ranges"].clone()
+}
+
+/// `ip -6 -o addr show` of a bridge with the `global` addresses and its link-local one.
+fn ip6_addrs(bridge: &str, global: &[&str]) -> String {
+    let line = |addr: &str, scope: &str| {
+        format!(
+            "7: {bridge}    inet6 {addr} scope {scope} \\       valid_lft forever preferred_lft forever\n"
+        )
+    };
+    let mut out: String = global.iter().map(|a| line(a, "global nodad")).collect();
+    out.push_str(&line("fe80::a8c1:abff:fe12:3456/64", "link"));
+    out
+}
+
+#[test]
+fn install_cni_gives_a_dual_stack_node_both_families() {
+    let manifests = Manifests::load();
+    let env = container_env(manifests.init_container("install-cni"), &manifests);
+    let bridge = &env["HOSTGW_BRIDGE"];
+    let node = FakeNode::new("dual-stack", &env["HOSTGW_UPLINK"]);
+    let script = manifests.script("install-cni.sh");
+    let ranges = serde_json::json!([
+        [{ "subnet": "10.1.79.0/24", "gateway": "10.1.79.1" }],
+        [{ "subnet": "fd00:10:1::/64", "gateway": "fd00:10:1::1" }],
+    ]);
+    node.serve_node_cidrs(&["10.1.79.0/24", "fd00:10:1::/64"]);
+
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "install-cni failed: {}", stderr(&out));
+    assert_eq!(
+        conflist_ranges(&node),
+        ranges,
+        "one range set per family, IPv4 first"
+    );
+    assert_eq!(
+        node.take_log("ip"),
+        [
+            format!("link add name {bridge} mtu 9000 type bridge"),
+            format!("addr add 10.1.79.1/24 brd + dev {bridge}"),
+            format!("addr add fd00:10:1::1/64 dev {bridge} nodad"),
+            format!("link set dev {bridge} up"),
+        ]
+    );
+    for line in [
+        format!("created bridge {bridge} with 10.1.79.1/24 and fd00:10:1::1/64"),
+        format!(
+            "wrote 10-hostgw.conflist (pod CIDRs 10.1.79.0/24 and fd00:10:1::/64, bridge \
+             {bridge}, MTU 9000)"
+        ),
+    ] {
+        assert!(stderr(&out).contains(&line), "{}", stderr(&out));
+    }
+
+    // Again, with the bridge holding both addresses (and its IPv6 link-local one).
+    node.write(&format!("sys/{bridge}/bridge/stp_state"), "0\n");
+    node.write(
+        "ip-addrs",
+        &format!("7: {bridge}    inet 10.1.79.1/24 brd 10.1.79.255 scope global {bridge}\\\n"),
+    );
+    node.write("ip6-addrs", &ip6_addrs(bridge, &["fd00:10:1::1/64"]));
+    let again = node.run(script, &env);
+    assert!(again.status.success(), "second run: {}", stderr(&again));
+    assert!(stderr(&again).contains("up to date"), "{}", stderr(&again));
+    assert_eq!(
+        node.take_log("ip"),
+        [
+            format!("-4 -o addr show dev {bridge}"),
+            format!("-6 -o addr show dev {bridge}"),
+            format!("link set dev {bridge} up"),
+        ]
+    );
+
+    // The IPv6 gateway missing (the node got its IPv6 CIDR later): added.
+    node.write("ip6-addrs", &ip6_addrs(bridge, &[]));
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        node.take_log("ip"),
+        [
+            format!("-4 -o addr show dev {bridge}"),
+            format!("-6 -o addr show dev {bridge}"),
+            format!("addr add fd00:10:1::1/64 dev {bridge} nodad"),
+            format!("link set dev {bridge} up"),
+        ]
+    );
+
+    // Another IPv6 address on the bridge: refused before anything is changed.
+    node.write("ip6-addrs", &ip6_addrs(bridge, &["fd00:99::1/64"]));
+    fs::remove_file(node.path("net.d/10-hostgw.conflist")).expect("removing the conflist");
+    let clash = node.run(script, &env);
+    assert!(
+        !clash.status.success(),
+        "a bridge with another IPv6 address was accepted"
+    );
+    assert!(
+        stderr(&clash).contains("IPv6 address(es) fd00:99::1/64, not fd00:10:1::1/64"),
+        "the link-local address is not counted: {}",
+        stderr(&clash)
+    );
+    assert!(node.files("net.d").is_empty(), "nothing written on failure");
+    assert_eq!(
+        node.take_log("ip"),
+        [
+            format!("-4 -o addr show dev {bridge}"),
+            format!("-6 -o addr show dev {bridge}"),
+        ],
+        "no address added to a bridge that is refused"
+    );
+
+    // The gateway and another global address: not exactly the gateway, refused as well.
+    node.write(
+        "ip6-addrs",
+        &ip6_addrs(bridge, &["fd00:10:1::1/64", "2001:db8:7::1/64"]),
+    );
+    let clash = node.run(script, &env);
+    assert!(
+        !clash.status.success(),
+        "an extra IPv6 address was accepted"
+    );
+    assert!(
+        stderr(&clash).contains("fd00:10:1::1/64 2001:db8:7::1/64"),
+        "{}",
+        stderr(&clash)
+    );
+    assert!(node.files("net.d").is_empty(), "nothing written on failure");
+    node.take_log("ip");
+
+    // An IPv6-primary cluster lists IPv6 first: the ranges still put IPv4 first.
+    node.write("ip6-addrs", &ip6_addrs(bridge, &["fd00:10:1::1/64"]));
+    node.serve_node_cidrs(&["fd00:10:1::/64", "10.1.79.0/24"]);
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(conflist_ranges(&node), ranges);
+}
+
+#[test]
+fn install_cni_serves_an_ipv6_only_node() {
+    let manifests = Manifests::load();
+    let env = container_env(manifests.init_container("install-cni"), &manifests);
+    let bridge = &env["HOSTGW_BRIDGE"];
+    let node = FakeNode::new("ipv6-only", &env["HOSTGW_UPLINK"]);
+    let script = manifests.script("install-cni.sh");
+    let ranges = serde_json::json!([[{ "subnet": "fd00:10:1::/64", "gateway": "fd00:10:1::1" }]]);
+    node.serve_node(Some("fd00:10:1::/64"));
+
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "install-cni failed: {}", stderr(&out));
+    assert_eq!(conflist_ranges(&node), ranges);
+    assert_eq!(
+        node.take_log("ip"),
+        [
+            format!("link add name {bridge} mtu 9000 type bridge"),
+            format!("addr add fd00:10:1::1/64 dev {bridge} nodad"),
+            format!("link set dev {bridge} up"),
+        ]
+    );
+    assert!(
+        stderr(&out).contains("(pod CIDR fd00:10:1::/64, "),
+        "{}",
+        stderr(&out)
+    );
+
+    // Again: the bridge's IPv4 addresses are not its business.
+    node.write(&format!("sys/{bridge}/bridge/stp_state"), "0\n");
+    node.write("ip6-addrs", &ip6_addrs(bridge, &["fd00:10:1::1/64"]));
+    let again = node.run(script, &env);
+    assert!(again.status.success(), "second run: {}", stderr(&again));
+    assert!(stderr(&again).contains("up to date"), "{}", stderr(&again));
+    assert_eq!(
+        node.take_log("ip"),
+        [
+            format!("-6 -o addr show dev {bridge}"),
+            format!("link set dev {bridge} up"),
+        ]
+    );
+
+    // A kernel that refuses the IPv6 address (IPv6 disabled on the bridge): said so.
+    let mut refused = env.clone();
+    refused.insert("FAKE_IP_FAIL".to_owned(), "nodad".to_owned());
+    node.write("ip6-addrs", &ip6_addrs(bridge, &[]));
+    fs::remove_file(node.path("net.d/10-hostgw.conflist")).expect("removing the conflist");
+    let out = node.run(script, &refused);
+    assert!(!out.status.success(), "a refused address was ignored");
+    assert!(
+        stderr(&out).contains(&format!(
+            "cannot give {bridge} the address fd00:10:1::1/64: is IPv6 disabled on the node"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(node.files("net.d").is_empty(), "nothing written on failure");
+    assert_eq!(
+        node.take_log("ip").last(),
+        Some(&format!("addr add fd00:10:1::1/64 dev {bridge} nodad"))
+    );
+
+    // Only spec.podCIDR set (no spec.podCIDRs): the same node.
+    node.serve_node_spec(Some("fd00:10:1::/64"), &[]);
+    let out = node.run(script, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(conflist_ranges(&node), ranges);
+}
+
+#[test]
+fn install_cni_computes_ipv6_gateways_and_refuses_malformed_cidrs() {
+    let manifests = Manifests::load();
+    let env = container_env(manifests.init_container("install-cni"), &manifests);
+    let bridge = &env["HOSTGW_BRIDGE"];
+    let node = FakeNode::new("ipv6-cidrs", &env["HOSTGW_UPLINK"]);
+    let script = manifests.script("install-cni.sh");
+
+    // The first address, as ip(8) prints it, so that a rerun finds it on the bridge.
+    for (cidr, gateway) in [
+        ("fd00:10:1::/64", "fd00:10:1::1"),
+        ("2001:db8:0:7::/64", "2001:db8:0:7::1"),
+        ("fd00:10:1:2:ff00::/72", "fd00:10:1:2:ff00::1"),
+        ("fd00:0:0:1:2::/96", "fd00::1:2:0:0:1"),
+        ("fd00:10:1:2:3:4::/112", "fd00:10:1:2:3:4:0:1"),
+        ("fd00:10:1:2:3:ab00::/120", "fd00:10:1:2:3:ab00:0:1"),
+    ] {
+        node.serve_node(Some(cidr));
+        let out = node.run(script, &env);
+        assert!(out.status.success(), "{cidr}: {}", stderr(&out));
+        assert_eq!(
+            conflist_ranges(&node),
+            serde_json::json!([[{ "subnet": cidr, "gateway": gateway }]]),
+            "{cidr}"
+        );
+        let prefix = cidr.split_once('/').expect("a prefix").1;
+        assert_eq!(
+            node.take_log("ip")[1],
+            format!("addr add {gateway}/{prefix} dev {bridge} nodad"),
+            "{cidr}"
+        );
+    }
+    fs::remove_file(node.path("net.d/10-hostgw.conflist")).expect("removing the conflist");
+
+    let between = "expected an IPv6 network between /64 and /120";
+    for (cidrs, why) in [
+        (&["fd00:10:1::/56"][..], between),
+        (&["fd00:10:1::/124"], between),
+        (&["fd00:10:1::1/64"], between),
+        (&["fd00:10:1:2::1:0/112"], between),
+        (&["FD00:10:1::/64"], between),
+        (&["::/64"], between),
+        (&["fd00:10:1:::/64"], between),
+        (&["fd00:10:1:2:ff80::/72"], "has host bits set"),
+        (
+            &["fd00:10:1::/64", "fd00:20:1::/64"],
+            "has two IPv6 pod CIDRs, fd00:10:1::/64 and fd00:20:1::/64: expected at most one \
+             of each family",
+        ),
+        (
+            &["10.1.79.0/24", "10.1.80.0/24"],
+            "has two IPv4 pod CIDRs, 10.1.79.0/24 and 10.1.80.0/24",
+        ),
+        (&["10.1.79.0/24", "fd00:10:1::/48"], between),
+    ] {
+        node.serve_node_cidrs(cidrs);
+        let out = node.run(script, &env);
+        assert!(!out.status.success(), "{cidrs:?} was accepted");
+        let message = stderr(&out);
+        assert!(message.contains(why), "{cidrs:?}: {message}");
+        let last = cidrs.last().expect("a CIDR");
+        assert!(message.contains(last), "{cidrs:?}: {message}");
+        assert!(node.files("net.d").is_empty(), "{cidrs:?}: nothing written");
+        assert!(node.take_log("ip").is_empty(), "{cidrs:?}: no link touched");
+    }
 }
