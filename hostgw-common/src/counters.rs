@@ -50,13 +50,15 @@ pub mod reason {
     pub const PASS_MULTICAST: u32 = 7;
     /// Passed: truncated or malformed headers.
     pub const PASS_MALFORMED: u32 = 8;
-    /// Passed: IPv4 options or IPv6 extension headers.
+    /// Passed: IPv4 options, or an IPv6 next header other than TCP, UDP and `ICMPv6` (every
+    /// extension header but the fragment header, and upper layers the programs do not parse).
     pub const PASS_IP_OPTIONS: u32 = 9;
-    /// Passed: a fragment.
+    /// Passed: an IPv4 fragment, or an IPv6 packet with a fragment header.
     pub const PASS_FRAGMENT: u32 = 10;
     /// Passed: TTL / hop limit ≤ 1, the stack sends time exceeded.
     pub const PASS_TTL: u32 = 11;
-    /// Passed: larger than the egress MTU, the stack fragments or sends frag-needed.
+    /// Passed: larger than the egress MTU, the stack fragments or sends frag-needed (IPv4) or
+    /// Packet Too Big (IPv6, always: IPv6 routers never fragment).
     pub const PASS_MTU: u32 = 12;
     /// Passed: forwarding is disabled on the node.
     pub const PASS_FWD_DISABLED: u32 = 13;
@@ -64,7 +66,9 @@ pub mod reason {
     /// unreachable, blackhole or prohibit route.
     pub const PASS_NO_ROUTE: u32 = 14;
     /// Passed: the kernel FIB would not forward it (an address of the node, a broadcast
-    /// address, or no route at all).
+    /// address, or no route at all), or IPv6 traffic the kernel never forwards: neighbour
+    /// discovery (`ICMPv6` types 133–137) and link-local, unspecified or loopback addresses or
+    /// a multicast source.
     pub const PASS_NOT_FWDED: u32 = 15;
     /// Passed: reverse-path check failed; the stack applies `rp_filter`.
     pub const PASS_RPF: u32 = 16;

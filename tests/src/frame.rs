@@ -1,5 +1,5 @@
-//! Building Ethernet + IPv4 frames for program tests and traffic generators, and checking
-//! IPv4 header checksums from scratch.
+//! Building Ethernet + IPv4 and Ethernet + IPv6 frames for program tests and traffic
+//! generators, and checking IPv4 header checksums from scratch.
 
 /// Ethernet header length.
 pub const ETH_LEN: usize = 14;
@@ -94,6 +94,113 @@ impl Ipv4Frame {
     }
 }
 
+/// IPv6 header length (without extension headers).
+pub const IPV6_LEN: usize = 40;
+
+/// An Ethernet frame carrying IPv6 (or, with another `ethertype`, whatever the bytes say).
+/// Every field has a plain default; tests change what they need.
+#[derive(Debug, Clone)]
+pub struct Ipv6Frame {
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub ethertype: u16,
+    /// The version nibble (6).
+    pub version: u8,
+    pub traffic_class: u8,
+    /// The flow label (20 bits).
+    pub flow_label: u32,
+    /// Payload length; `None` derives it from the extension headers and payload.
+    pub payload_len: Option<u16>,
+    /// Next header of the fixed header.
+    pub next: u8,
+    pub hop_limit: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Extension headers between the fixed header and `payload`, as bytes.
+    pub ext: Vec<u8>,
+    /// The upper-layer header and data.
+    pub payload: Vec<u8>,
+}
+
+impl Ipv6Frame {
+    /// A UDP packet from `src` to `dst` with hop limit 64, a non-zero traffic class and flow
+    /// label, and `data` bytes of data.
+    pub fn udp(dmac: [u8; 6], smac: [u8; 6], src: [u8; 16], dst: [u8; 16], data: usize) -> Self {
+        let mut payload = vec![0u8; 8 + data];
+        payload[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        payload[2..4].copy_from_slice(&5201u16.to_be_bytes());
+        payload[4..6].copy_from_slice(&((8 + data) as u16).to_be_bytes());
+        payload[6..8].copy_from_slice(&0x5a5au16.to_be_bytes());
+        for (i, b) in payload[8..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        Self {
+            dmac,
+            smac,
+            ethertype: 0x86dd,
+            version: 6,
+            traffic_class: 0x28,
+            flow_label: 0x0_beef,
+            payload_len: None,
+            next: 17,
+            hop_limit: 64,
+            src,
+            dst,
+            ext: Vec::new(),
+            payload,
+        }
+    }
+
+    /// An `ICMPv6` message of `ty` (code 0, eight bytes of body) from `src` to `dst`.
+    pub fn icmp(dmac: [u8; 6], smac: [u8; 6], src: [u8; 16], dst: [u8; 16], ty: u8) -> Self {
+        let mut f = Self::udp(dmac, smac, src, dst, 0);
+        f.next = 58;
+        f.payload = vec![ty, 0, 0x12, 0x34, 0, 1, 0, 1];
+        f
+    }
+
+    /// Puts an eight-byte extension header of `kind` (hop-by-hop, routing, fragment,
+    /// destination options, ...) in front of the payload, chained to the current next header.
+    #[must_use]
+    pub fn with_extension(mut self, kind: u8) -> Self {
+        let mut header = vec![self.next, 0, 0, 0, 0, 0, 0, 0];
+        if kind == 44 {
+            // Fragment header: offset 0 with more fragments, an identification.
+            header[3] = 1;
+            header[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        } else {
+            // Hdr Ext Len 0 (eight bytes), options area filled with a PadN option.
+            header[2] = 1;
+            header[3] = 4;
+        }
+        header.extend_from_slice(&self.ext);
+        self.ext = header;
+        self.next = kind;
+        self
+    }
+
+    /// The frame's bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        let len = self.ext.len() + self.payload.len();
+        let mut f = Vec::with_capacity(ETH_LEN + IPV6_LEN + len);
+        f.extend_from_slice(&self.dmac);
+        f.extend_from_slice(&self.smac);
+        f.extend_from_slice(&self.ethertype.to_be_bytes());
+        let word = (u32::from(self.version) << 28)
+            | (u32::from(self.traffic_class) << 20)
+            | (self.flow_label & 0x000f_ffff);
+        f.extend_from_slice(&word.to_be_bytes());
+        f.extend_from_slice(&self.payload_len.unwrap_or(len as u16).to_be_bytes());
+        f.push(self.next);
+        f.push(self.hop_limit);
+        f.extend_from_slice(&self.src);
+        f.extend_from_slice(&self.dst);
+        f.extend_from_slice(&self.ext);
+        f.extend_from_slice(&self.payload);
+        f
+    }
+}
+
 /// The checksum an IPv4 header must carry, computed from scratch (the checksum field itself is
 /// taken as zero).
 pub fn ipv4_checksum(header: &[u8]) -> u16 {
@@ -137,6 +244,27 @@ mod tests {
             0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
         assert_eq!(ipv4_checksum(&header), 0xb861);
+    }
+
+    #[test]
+    fn ipv6_frames_are_laid_out_as_the_rfc_says() {
+        let src = [0xfd, 0, 0, 0x10, 0, 1, 0, 0x79, 0, 0, 0, 0, 0, 0, 0, 3];
+        let dst = [0xfd, 0, 0, 0x10, 0, 1, 0, 0x27, 0, 0, 0, 0, 0, 0, 0, 4];
+        let f = Ipv6Frame::udp([2; 6], [4; 6], src, dst, 10);
+        let b = f.bytes();
+        assert_eq!(b.len(), 14 + 40 + 8 + 10);
+        assert_eq!(b[12..14], [0x86, 0xdd]);
+        // Version 6, traffic class 0x28, flow label 0x0beef.
+        assert_eq!(b[14..18], [0x62, 0x80, 0xbe, 0xef]);
+        assert_eq!(u16::from_be_bytes([b[18], b[19]]), 18);
+        assert_eq!((b[20], b[21]), (17, 64));
+        assert_eq!(b[22..38], src);
+        assert_eq!(b[38..54], dst);
+        let e = f.with_extension(0).with_extension(44).bytes();
+        assert_eq!(u16::from_be_bytes([e[18], e[19]]), 16 + 18);
+        assert_eq!(e[20], 44, "outermost header first");
+        assert_eq!(e[54], 0, "fragment header chains to hop-by-hop");
+        assert_eq!(e[62], 17, "hop-by-hop chains to UDP");
     }
 
     #[test]

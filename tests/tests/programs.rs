@@ -3,12 +3,14 @@
 //! programs consult (ifindexes, MTUs, the FIB).
 //!
 //! Each row of the decision table is a frame and the verdict it must get. A row asserts the
-//! program's return code, the output bytes (unchanged for a pass; for a forward the MACs, TTL
-//! − 1, an IPv4 checksum recomputed from scratch and every other byte unchanged) and that
-//! exactly the expected counter moved. A randomized run then checks 200,000 mutated frames
-//! against a model of the same table.
+//! program's return code, the output bytes (unchanged for a pass; for an IPv4 forward the MACs,
+//! TTL − 1, an IPv4 checksum recomputed from scratch and every other byte unchanged; for an
+//! IPv6 forward the MACs, hop limit − 1 and every other byte unchanged) and that exactly the
+//! expected counter, of the frame's family, moved. IPv4 and IPv6 each have their table. A
+//! randomized run then checks 200,000 mutated frames of both families against a model of the
+//! same tables.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::Ipv6Addr};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -17,13 +19,13 @@ use aya::{
 };
 use hostgw_common::{
     CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, Config, Counter, Endpoint, ROUTE_F_RESOLVED, RouteV4,
-    STATE_F_CT_GATE, STATE_F_FORWARD_V4, State,
+    RouteV6, STATE_F_CT_GATE, STATE_F_FORWARD_V4, STATE_F_FORWARD_V6, State,
     counters::{self, family, hook, reason},
     names,
 };
 use hostgw_tests::{
     Netns,
-    frame::{ETH_LEN, IP, Ipv4Frame, fix_checksum, ipv4_checksum},
+    frame::{ETH_LEN, IP, IPV6_LEN, Ipv4Frame, Ipv6Frame, fix_checksum, ipv4_checksum},
     require_root, sh,
 };
 
@@ -56,6 +58,37 @@ const FIB_ONLY: [u8; 4] = [10, 1, 50, 7];
 const FIB_NO_NEIGH: [u8; 4] = [10, 1, 60, 7];
 /// The kernel has an unreachable route for 10.1.70.0/24.
 const FIB_UNREACHABLE: [u8; 4] = [10, 1, 70, 7];
+
+/// The IPv6 siblings: this node's pod CIDR is `fd00:10:1:79::/64`, the uplink's network
+/// `fd00:172:20:11::/64`, and remote pod CIDRs `fd00:10:1:NN::/64` as for IPv4.
+const fn v6(net: u16, host: u16) -> [u8; 16] {
+    Ipv6Addr::new(0xfd00, 0x10, 1, net, 0, 0, 0, host).octets()
+}
+const fn node6(node: u16) -> [u8; 16] {
+    Ipv6Addr::new(0xfd00, 0x172, 0x20, 0x11, 0, 0, 0, node).octets()
+}
+/// This node's pod, known to the endpoint table.
+const POD6: [u8; 16] = v6(0x79, 3);
+/// Another pod of this node.
+const OTHER_POD6: [u8; 16] = v6(0x79, 8);
+/// The bridge's (gateway) address.
+const GATEWAY6: [u8; 16] = v6(0x79, 1);
+/// A pod of node `::42` (route resolved).
+const REMOTE6: [u8; 16] = v6(0x27, 4);
+/// A pod of node `::44` (route with its MAC not resolved).
+const UNRESOLVED6: [u8; 16] = v6(0x28, 4);
+/// A pod of node `::45` (route with MTU 1000).
+const SMALL_MTU6: [u8; 16] = v6(0x29, 4);
+/// Only the kernel has a route: via `::50`, neighbour known.
+const FIB_ONLY6: [u8; 16] = v6(0x50, 7);
+/// Only the kernel has a route: via `::60`, neighbour unknown.
+const FIB_NO_NEIGH6: [u8; 16] = v6(0x60, 7);
+/// The kernel has an unreachable route for `fd00:10:1:70::/64`.
+const FIB_UNREACHABLE6: [u8; 16] = v6(0x70, 7);
+/// In no pod CIDR at all.
+const STRANGER6: [u8; 16] = Ipv6Addr::new(0xfd00, 0x10, 9, 9, 0, 0, 0, 9).octets();
+const LINK_LOCAL6: [u8; 16] = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 3).octets();
+const ALL_NODES6: [u8; 16] = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets();
 
 /// Which program a row runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,8 +136,9 @@ impl World {
     /// `veth-pod0`, kernel routes for the FIB rows, forwarding on.
     fn new(name: &str) -> Self {
         let ns = Netns::new(name);
-        // No IPv6: its router and multicast listener messages would add to the counters the
-        // rows check exactly.
+        // IPv6 only where the rows need it (the uplink, the bridge, loopback): the uplink's
+        // peer and the pod sending router and multicast listener messages into the attached
+        // XDP program would add to the counters the rows check exactly.
         sysctl(&ns, "net.ipv6.conf.all.disable_ipv6", "1");
         sysctl(&ns, "net.ipv6.conf.default.disable_ipv6", "1");
         let mac = |m: [u8; 6]| {
@@ -183,6 +217,62 @@ impl World {
         ]);
         ns.ip(&["route", "add", "unreachable", "10.1.70.0/24"]);
         sysctl(&ns, "net.ipv4.conf.all.forwarding", "1");
+        for dev in ["lo", "up0", "cni0"] {
+            sysctl(&ns, &format!("net.ipv6.conf.{dev}.disable_ipv6"), "0");
+        }
+        // nodad: usable at once, no duplicate address detection traffic.
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fd00:172:20:11::43/64",
+            "dev",
+            "up0",
+            "nodad",
+        ]);
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "fd00:10:1:79::1/64",
+            "dev",
+            "cni0",
+            "nodad",
+        ]);
+        ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "fd00:10:1:50::/64",
+            "via",
+            "fd00:172:20:11::50",
+            "dev",
+            "up0",
+        ]);
+        ns.ip(&[
+            "-6",
+            "neigh",
+            "replace",
+            "fd00:172:20:11::50",
+            "lladdr",
+            &mac(NODE50_MAC),
+            "dev",
+            "up0",
+            "nud",
+            "permanent",
+        ]);
+        ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "fd00:10:1:60::/64",
+            "via",
+            "fd00:172:20:11::60",
+            "dev",
+            "up0",
+        ]);
+        ns.ip(&["-6", "route", "add", "unreachable", "fd00:10:1:70::/64"]);
+        sysctl(&ns, "net.ipv6.conf.all.forwarding", "1");
         let index = |dev: &str| -> u32 {
             let out = ns.ip(&["-j", "link", "show", "dev", dev]);
             let v: serde_json::Value =
@@ -249,6 +339,61 @@ impl World {
             pad: [0; 2],
         };
         vec![(POD, ep(POD_MAC)), ([10, 1, 79, 8], ep(OTHER_POD_MAC))]
+    }
+
+    fn route6(&self, node: u16, mac: [u8; 6], mtu: u32, flags: u32) -> RouteV6 {
+        RouteV6 {
+            node_ip: node6(node),
+            ifindex: self.uplink,
+            mtu,
+            flags,
+            node_mac: mac,
+            uplink_mac: UPLINK_MAC,
+        }
+    }
+
+    /// The IPv6 route trie's content: `(prefix, length, route)`.
+    fn routes6(&self) -> Vec<([u8; 16], u32, RouteV6)> {
+        vec![
+            (
+                v6(0x27, 0),
+                64,
+                self.route6(0x42, NODE42_MAC, 1500, ROUTE_F_RESOLVED),
+            ),
+            (v6(0x28, 0), 64, self.route6(0x44, [0; 6], 1500, 0)),
+            (
+                v6(0x29, 0),
+                64,
+                self.route6(0x45, NODE45_MAC, 1000, ROUTE_F_RESOLVED),
+            ),
+        ]
+    }
+
+    fn endpoints6(&self) -> Vec<([u8; 16], Endpoint)> {
+        let ep = |mac| Endpoint {
+            ifindex: self.port,
+            mac,
+            pad: [0; 2],
+        };
+        vec![(POD6, ep(POD_MAC)), (OTHER_POD6, ep(OTHER_POD_MAC))]
+    }
+
+    fn lpm6(&self, addr: [u8; 16]) -> Option<RouteV6> {
+        self.routes6()
+            .into_iter()
+            .filter(|(p, len, _)| {
+                let mask = u128::MAX << (128 - len);
+                u128::from_be_bytes(*p) & mask == u128::from_be_bytes(addr) & mask
+            })
+            .max_by_key(|(_, len, _)| *len)
+            .map(|(_, _, r)| r)
+    }
+
+    fn endpoint6(&self, addr: [u8; 16]) -> Option<Endpoint> {
+        self.endpoints6()
+            .into_iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, e)| e)
     }
 
     fn lpm(&self, addr: [u8; 4]) -> Option<RouteV4> {
@@ -337,11 +482,26 @@ impl Programs {
         for (addr, ep) in world.endpoints() {
             eps.insert(addr, ep, 0).unwrap();
         }
+        let mut routes: LpmTrie<_, [u8; 16], RouteV6> =
+            LpmTrie::try_from(ebpf.map_mut(names::ROUTES_V6).unwrap()).unwrap();
+        for (prefix, len, route) in world.routes6() {
+            routes.insert(&Key::new(len, prefix), route, 0).unwrap();
+        }
+        let mut eps: BpfHashMap<_, [u8; 16], Endpoint> =
+            BpfHashMap::try_from(ebpf.map_mut(names::ENDPOINTS_V6).unwrap()).unwrap();
+        for (addr, ep) in world.endpoints6() {
+            eps.insert(addr, ep, 0).unwrap();
+        }
         Self { ebpf }
     }
 
+    /// Forwarding on or off for both families.
     fn set_forwarding(&mut self, on: bool) {
-        self.set_state(if on { STATE_F_FORWARD_V4 } else { 0 });
+        self.set_state(if on {
+            STATE_F_FORWARD_V4 | STATE_F_FORWARD_V6
+        } else {
+            0
+        });
     }
 
     fn set_state(&mut self, flags: u32) {
@@ -598,7 +758,8 @@ fn reason_name(r: u32) -> &'static str {
 }
 
 /// A forwarded frame: new MACs, TTL − 1, a checksum that is right when recomputed from
-/// scratch, and every other byte as it was.
+/// scratch, and every other byte as it was. For IPv6: new MACs, hop limit − 1, every other
+/// byte as it was.
 fn assert_rewritten(
     name: &str,
     input: &[u8],
@@ -611,6 +772,23 @@ fn assert_rewritten(
     let want_smac = smac.unwrap_or_else(|| input[6..12].try_into().unwrap());
     assert_eq!(out[0..6], want_dmac, "{name}: destination MAC");
     assert_eq!(out[6..12], want_smac, "{name}: source MAC");
+    let same = |r: std::ops::Range<usize>| {
+        assert_eq!(
+            out[r.clone()],
+            input[r.clone()],
+            "{name}: bytes {r:?} changed"
+        );
+    };
+    if frame_family(input) == family::IPV6 {
+        assert_eq!(
+            out[IP + 7],
+            input[IP + 7] - 1,
+            "{name}: hop limit not decremented by one"
+        );
+        same(12..IP + 7);
+        same(IP + 8..input.len());
+        return;
+    }
     assert_eq!(
         out[IP + 8],
         input[IP + 8] - 1,
@@ -623,13 +801,6 @@ fn assert_rewritten(
         ipv4_checksum(&out[IP..IP + ihl]),
         "{name}: IPv4 checksum wrong after rewrite"
     );
-    let same = |r: std::ops::Range<usize>| {
-        assert_eq!(
-            out[r.clone()],
-            input[r.clone()],
-            "{name}: bytes {r:?} changed"
-        );
-    };
     same(12..IP + 8);
     same(IP + 9..IP + 10);
     same(IP + 12..input.len());
@@ -822,12 +993,12 @@ fn decision_table_rows(world: &World) {
             pass(reason::PASS_NOT_IP),
         ),
         (
-            "egress: IPv6 (not on the fast path yet)",
+            "egress: an IPv4 packet in an IPv6 frame (version 4)",
             e,
             with(egress_frame, |f| f.ethertype = 0x86dd),
             port,
             0,
-            pass(reason::PASS_NOT_IP),
+            pass(reason::PASS_MALFORMED),
         ),
         (
             "egress: IP options",
@@ -1347,6 +1518,764 @@ fn check_rows(progs: &Programs, rows: &[Row]) {
     }
 }
 
+fn egress6() -> Ipv6Frame {
+    Ipv6Frame::udp(BRIDGE_MAC, POD_MAC, POD6, REMOTE6, 32)
+}
+
+fn ingress6() -> Ipv6Frame {
+    Ipv6Frame::udp(UPLINK_MAC, NODE42_MAC, REMOTE6, POD6, 32)
+}
+
+fn with6<F: FnOnce(&mut Ipv6Frame)>(base: fn() -> Ipv6Frame, f: F) -> Vec<u8> {
+    let mut frame = base();
+    f(&mut frame);
+    frame.bytes()
+}
+
+/// The IPv6 rows of the decision table: the IPv4 table's shape, and what IPv6 adds (extension
+/// headers, neighbour discovery, address scopes, no fragmentation by routers).
+#[test]
+fn decision_table_ipv6() {
+    inside("table6", decision_table_v6_rows);
+}
+
+#[expect(clippy::too_many_lines, reason = "one table")]
+fn decision_table_v6_rows(world: &World) {
+    let mut progs = Programs::load(world, CONFIG_F_FIB_FALLBACK | CONFIG_F_XDP_TX);
+    progs.attach_xdp();
+    let (up, port, br) = (world.uplink, world.port, world.bridge);
+    let e = Prog::Egress;
+    let i = Prog::Ingress;
+    let x = Prog::Xdp;
+    let fast_egress = fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC);
+    let fast_ingress = fwd(reason::FAST_INGRESS, POD_MAC, BRIDGE_MAC);
+    let pass = Expect::Pass;
+    let icmp = |ty: u8, dst| Ipv6Frame::icmp(BRIDGE_MAC, POD_MAC, POD6, dst, ty).bytes();
+    let ext = |kind: u8| egress6().with_extension(kind).bytes();
+    let sized = |dmac, smac, src, dst, l3: usize| Ipv6Frame::udp(dmac, smac, src, dst, l3 - 48);
+
+    let rows: Vec<Row> = vec![
+        // Egress: pod → remote pod.
+        (
+            "egress6: route hit, rewritten and redirected to the uplink",
+            e,
+            egress6().bytes(),
+            port,
+            0,
+            fast_egress,
+        ),
+        (
+            "egress6: same on the bridge device (catch-all hook)",
+            e,
+            egress6().bytes(),
+            br,
+            0,
+            fast_egress,
+        ),
+        (
+            "egress6: hop limit 2 is forwarded with hop limit 1",
+            e,
+            with6(egress6, |f| f.hop_limit = 2),
+            port,
+            0,
+            fast_egress,
+        ),
+        (
+            "egress6: hop limit 1 → stack (time exceeded)",
+            e,
+            with6(egress6, |f| f.hop_limit = 1),
+            port,
+            0,
+            pass(reason::PASS_TTL),
+        ),
+        (
+            "egress6: hop limit 0 → stack",
+            e,
+            with6(egress6, |f| f.hop_limit = 0),
+            port,
+            0,
+            pass(reason::PASS_TTL),
+        ),
+        (
+            "egress6: TCP is forwarded",
+            e,
+            with6(egress6, |f| f.next = 6),
+            port,
+            0,
+            fast_egress,
+        ),
+        (
+            "egress6: ICMPv6 echo request is forwarded",
+            e,
+            icmp(128, REMOTE6),
+            port,
+            0,
+            fast_egress,
+        ),
+        (
+            "egress6: route with unresolved MAC → redirect_neigh",
+            e,
+            with6(egress6, |f| f.dst = UNRESOLVED6),
+            port,
+            0,
+            NEIGH,
+        ),
+        (
+            "egress6: frame to another pod's MAC is switched, not routed",
+            e,
+            with6(egress6, |f| f.dmac = OTHER_POD_MAC),
+            port,
+            0,
+            pass(reason::PASS_NOT_ROUTED),
+        ),
+        (
+            "egress6: multicast MAC",
+            e,
+            with6(egress6, |f| f.dmac = [0x33, 0x33, 0, 0, 0, 1]),
+            port,
+            0,
+            pass(reason::PASS_MULTICAST),
+        ),
+        (
+            "egress6: multicast ff02::1 to the bridge MAC",
+            e,
+            with6(egress6, |f| f.dst = ALL_NODES6),
+            port,
+            0,
+            pass(reason::PASS_MULTICAST),
+        ),
+        (
+            "egress6: router solicitation (133)",
+            e,
+            icmp(133, REMOTE6),
+            port,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        (
+            "egress6: router advertisement (134)",
+            e,
+            icmp(134, REMOTE6),
+            port,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        (
+            "egress6: neighbour solicitation (135) unicast to a pod address",
+            e,
+            icmp(135, REMOTE6),
+            port,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        (
+            "egress6: neighbour advertisement (136) unicast to a pod address",
+            e,
+            icmp(136, REMOTE6),
+            port,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        (
+            "egress6: redirect (137)",
+            e,
+            icmp(137, REMOTE6),
+            port,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        (
+            "egress6: ICMPv6 without its type byte",
+            e,
+            with6(egress6, |f| {
+                f.next = 58;
+                f.payload.clear();
+            }),
+            port,
+            0,
+            pass(reason::PASS_MALFORMED),
+        ),
+        (
+            "egress6: link-local source",
+            e,
+            with6(egress6, |f| f.src = LINK_LOCAL6),
+            port,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        (
+            "egress6: link-local destination",
+            e,
+            with6(egress6, |f| f.dst = LINK_LOCAL6),
+            port,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        (
+            "egress6: unspecified source ::",
+            e,
+            with6(egress6, |f| f.src = [0; 16]),
+            port,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        (
+            "egress6: loopback destination ::1",
+            e,
+            with6(egress6, |f| f.dst = Ipv6Addr::LOCALHOST.octets()),
+            port,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        (
+            "egress6: multicast source",
+            e,
+            with6(egress6, |f| f.src = ALL_NODES6),
+            port,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        (
+            "egress6: hop-by-hop options header",
+            e,
+            ext(0),
+            port,
+            0,
+            pass(reason::PASS_IP_OPTIONS),
+        ),
+        (
+            "egress6: routing header",
+            e,
+            ext(43),
+            port,
+            0,
+            pass(reason::PASS_IP_OPTIONS),
+        ),
+        (
+            "egress6: fragment header",
+            e,
+            ext(44),
+            port,
+            0,
+            pass(reason::PASS_FRAGMENT),
+        ),
+        (
+            "egress6: destination options header",
+            e,
+            ext(60),
+            port,
+            0,
+            pass(reason::PASS_IP_OPTIONS),
+        ),
+        (
+            "egress6: authentication header",
+            e,
+            ext(51),
+            port,
+            0,
+            pass(reason::PASS_IP_OPTIONS),
+        ),
+        (
+            "egress6: ESP",
+            e,
+            with6(egress6, |f| f.next = 50),
+            port,
+            0,
+            pass(reason::PASS_IP_OPTIONS),
+        ),
+        (
+            "egress6: no next header (59)",
+            e,
+            with6(egress6, |f| f.next = 59),
+            port,
+            0,
+            pass(reason::PASS_IP_OPTIONS),
+        ),
+        (
+            "egress6: an upper layer it does not parse (SCTP)",
+            e,
+            with6(egress6, |f| f.next = 132),
+            port,
+            0,
+            pass(reason::PASS_IP_OPTIONS),
+        ),
+        (
+            "egress6: jumbogram (payload length 0, hop-by-hop)",
+            e,
+            with6(egress6, |f| {
+                *f = f.clone().with_extension(0);
+                f.payload_len = Some(0);
+            }),
+            port,
+            0,
+            pass(reason::PASS_IP_OPTIONS),
+        ),
+        (
+            "egress6: version 4 in an IPv6 frame",
+            e,
+            with6(egress6, |f| f.version = 4),
+            port,
+            0,
+            pass(reason::PASS_MALFORMED),
+        ),
+        (
+            "egress6: payload length beyond the frame",
+            e,
+            with6(egress6, |f| f.payload_len = Some(41)),
+            port,
+            0,
+            pass(reason::PASS_MALFORMED),
+        ),
+        (
+            "egress6: payload length shorter than the frame (padding) is fine",
+            e,
+            with6(egress6, |f| f.payload_len = Some(20)),
+            port,
+            0,
+            fast_egress,
+        ),
+        (
+            "egress6: spoofed source (not a pod of this node)",
+            e,
+            with6(egress6, |f| f.src = v6(0x79, 0x99)),
+            port,
+            0,
+            pass(reason::PASS_RPF),
+        ),
+        (
+            "egress6: source of another node's CIDR",
+            e,
+            with6(egress6, |f| f.src = REMOTE6),
+            port,
+            0,
+            pass(reason::PASS_RPF),
+        ),
+        (
+            "egress6: 1501 bytes over MTU 1500 (the stack sends Packet Too Big)",
+            e,
+            sized(BRIDGE_MAC, POD_MAC, POD6, REMOTE6, 1501).bytes(),
+            port,
+            0,
+            pass(reason::PASS_MTU),
+        ),
+        (
+            "egress6: exactly MTU 1500",
+            e,
+            sized(BRIDGE_MAC, POD_MAC, POD6, REMOTE6, 1500).bytes(),
+            port,
+            0,
+            fast_egress,
+        ),
+        (
+            "egress6: over the route's MTU 1000",
+            e,
+            sized(BRIDGE_MAC, POD_MAC, POD6, SMALL_MTU6, 1001).bytes(),
+            port,
+            0,
+            pass(reason::PASS_MTU),
+        ),
+        (
+            "egress6: at the route's MTU 1000",
+            e,
+            sized(BRIDGE_MAC, POD_MAC, POD6, SMALL_MTU6, 1000).bytes(),
+            port,
+            0,
+            fwd(reason::FAST_EGRESS, NODE45_MAC, UPLINK_MAC),
+        ),
+        (
+            "egress6: GSO 3000 bytes, 1448-byte segments fit",
+            e,
+            sized(BRIDGE_MAC, POD_MAC, POD6, REMOTE6, 3000).bytes(),
+            port,
+            1400,
+            fast_egress,
+        ),
+        (
+            "egress6: GSO 3000 bytes, 1648-byte segments do not",
+            e,
+            sized(BRIDGE_MAC, POD_MAC, POD6, REMOTE6, 3000).bytes(),
+            port,
+            1600,
+            pass(reason::PASS_MTU),
+        ),
+        (
+            "egress6: GSO, segments of 1453 bytes over MTU 1500 by 1",
+            e,
+            sized(BRIDGE_MAC, POD_MAC, POD6, REMOTE6, 3000).bytes(),
+            port,
+            1453,
+            pass(reason::PASS_MTU),
+        ),
+        (
+            "egress6: trie miss, FIB forwards (neighbour known)",
+            e,
+            with6(egress6, |f| f.dst = FIB_ONLY6),
+            port,
+            0,
+            fwd(reason::FIB_FORWARD, NODE50_MAC, UPLINK_MAC),
+        ),
+        (
+            "egress6: trie miss, FIB next hop unresolved → redirect_neigh",
+            e,
+            with6(egress6, |f| f.dst = FIB_NO_NEIGH6),
+            port,
+            0,
+            NEIGH,
+        ),
+        (
+            "egress6: trie miss, FIB unreachable route",
+            e,
+            with6(egress6, |f| f.dst = FIB_UNREACHABLE6),
+            port,
+            0,
+            pass(reason::PASS_NO_ROUTE),
+        ),
+        (
+            "egress6: to the node's own (gateway) address",
+            e,
+            with6(egress6, |f| f.dst = GATEWAY6),
+            port,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        (
+            "egress6: to the node's uplink address",
+            e,
+            with6(egress6, |f| f.dst = node6(0x43)),
+            port,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        (
+            "egress6: no route anywhere",
+            e,
+            with6(egress6, |f| {
+                f.dst = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets();
+            }),
+            port,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        // Ingress, TC on the uplink: remote node → local pod, transit.
+        (
+            "ingress6: local pod, delivered with redirect_peer",
+            i,
+            ingress6().bytes(),
+            up,
+            0,
+            fast_ingress,
+        ),
+        (
+            "ingress6: hop limit 2 delivered with hop limit 1",
+            i,
+            with6(ingress6, |f| f.hop_limit = 2),
+            up,
+            0,
+            fast_ingress,
+        ),
+        (
+            "ingress6: hop limit 1 → stack",
+            i,
+            with6(ingress6, |f| f.hop_limit = 1),
+            up,
+            0,
+            pass(reason::PASS_TTL),
+        ),
+        (
+            "ingress6: frame not addressed to the uplink MAC",
+            i,
+            with6(ingress6, |f| f.dmac = [0x02, 0, 0, 0x11, 0, 0x99]),
+            up,
+            0,
+            pass(reason::PASS_NOT_ROUTED),
+        ),
+        (
+            "ingress6: neighbour solicitation to the uplink MAC",
+            i,
+            Ipv6Frame::icmp(UPLINK_MAC, NODE42_MAC, REMOTE6, POD6, 135).bytes(),
+            up,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        (
+            "ingress6: source not in any remote pod CIDR (rp_filter)",
+            i,
+            with6(ingress6, |f| f.src = STRANGER6),
+            up,
+            0,
+            pass(reason::PASS_RPF),
+        ),
+        (
+            "ingress6: source is one of this node's pods (spoofed)",
+            i,
+            with6(ingress6, |f| f.src = OTHER_POD6),
+            up,
+            0,
+            pass(reason::PASS_RPF),
+        ),
+        (
+            "ingress6: source route points at another interface",
+            i,
+            ingress6().bytes(),
+            br,
+            0,
+            pass(reason::PASS_RPF),
+        ),
+        (
+            "ingress6: over the pod veth's MTU",
+            i,
+            sized(UPLINK_MAC, NODE42_MAC, REMOTE6, POD6, 1501).bytes(),
+            up,
+            0,
+            pass(reason::PASS_MTU),
+        ),
+        (
+            "ingress6: transit to another node's pods",
+            i,
+            with6(ingress6, |f| f.dst = SMALL_MTU6),
+            up,
+            0,
+            fwd(reason::FAST_TRANSIT, NODE45_MAC, UPLINK_MAC),
+        ),
+        (
+            "ingress6: pod not in the endpoint table → FIB → bridge",
+            i,
+            with6(ingress6, |f| f.dst = v6(0x79, 0x77)),
+            up,
+            0,
+            NEIGH,
+        ),
+        (
+            "ingress6: to the node's uplink address",
+            i,
+            with6(ingress6, |f| f.dst = node6(0x43)),
+            up,
+            0,
+            pass(reason::PASS_NOT_FWDED),
+        ),
+        (
+            "ingress6: fragment header",
+            i,
+            ingress6().with_extension(44).bytes(),
+            up,
+            0,
+            pass(reason::PASS_FRAGMENT),
+        ),
+        // XDP on the uplink.
+        (
+            "xdp6: local pod is left to TC",
+            x,
+            ingress6().bytes(),
+            up,
+            0,
+            pass(reason::HANDOFF_TC),
+        ),
+        (
+            "xdp6: transit goes back out with XDP_TX",
+            x,
+            with6(ingress6, |f| f.dst = SMALL_MTU6),
+            up,
+            0,
+            fwd(reason::FAST_TRANSIT, NODE45_MAC, UPLINK_MAC),
+        ),
+        (
+            "xdp6: transit to an unresolved next hop is left to TC",
+            x,
+            with6(ingress6, |f| f.dst = UNRESOLVED6),
+            up,
+            0,
+            pass(reason::HANDOFF_TC),
+        ),
+        (
+            "xdp6: trie miss is left to TC",
+            x,
+            with6(ingress6, |f| f.dst = FIB_ONLY6),
+            up,
+            0,
+            pass(reason::HANDOFF_TC),
+        ),
+        (
+            "xdp6: hop limit 1",
+            x,
+            with6(ingress6, |f| f.hop_limit = 1),
+            up,
+            0,
+            pass(reason::PASS_TTL),
+        ),
+        (
+            "xdp6: extension header",
+            x,
+            ingress6().with_extension(60).bytes(),
+            up,
+            0,
+            pass(reason::PASS_IP_OPTIONS),
+        ),
+        (
+            "xdp6: spoofed source",
+            x,
+            with6(ingress6, |f| f.src = STRANGER6),
+            up,
+            0,
+            pass(reason::PASS_RPF),
+        ),
+        (
+            "xdp6: transit over the route MTU",
+            x,
+            sized(UPLINK_MAC, NODE42_MAC, REMOTE6, SMALL_MTU6, 1001).bytes(),
+            up,
+            0,
+            pass(reason::PASS_MTU),
+        ),
+        (
+            "xdp6: multicast destination",
+            x,
+            with6(ingress6, |f| f.dst = ALL_NODES6),
+            up,
+            0,
+            pass(reason::PASS_MULTICAST),
+        ),
+    ];
+    check_rows(&progs, &rows);
+
+    // Every truncation of a forwardable frame, from 0 bytes to its full Ethernet + IPv6 + UDP
+    // headers: refused where the kernel refuses to run, malformed until the header is whole and
+    // the payload length fits.
+    let full = with6(egress6, |f| f.payload.truncate(8));
+    assert_eq!(full.len(), ETH_LEN + IPV6_LEN + 8);
+    for len in 0..=full.len() {
+        for (prog, ifindex) in [(e, port), (x, up)] {
+            let mut frame = full[..len].to_vec();
+            if prog == Prog::Xdp && len >= 6 {
+                frame[0..6].copy_from_slice(&UPLINK_MAC);
+            }
+            let exp = match len {
+                _ if refused(prog, &frame) => Expect::Rejected,
+                l if l < full.len() => pass(reason::PASS_MALFORMED),
+                _ if prog == Prog::Xdp => pass(reason::PASS_RPF),
+                _ => fast_egress,
+            };
+            progs.check(
+                &format!("{prog:?}: IPv6 truncated to {len} bytes"),
+                prog,
+                &frame,
+                ifindex,
+                0,
+                exp,
+            );
+        }
+    }
+    println!("IPv6 truncation rows 0..={} passed", full.len());
+
+    // Forwarding is switched per family: IPv6 off with IPv4 on, and the other way round.
+    let mut progs = progs;
+    progs.set_state(STATE_F_FORWARD_V4);
+    check_rows(
+        &progs,
+        &[
+            (
+                "egress6: IPv6 forwarding off, IPv4 on",
+                e,
+                egress6().bytes(),
+                port,
+                0,
+                pass(reason::PASS_FWD_DISABLED),
+            ),
+            (
+                "ingress6: IPv6 forwarding off, IPv4 on",
+                i,
+                ingress6().bytes(),
+                up,
+                0,
+                pass(reason::PASS_FWD_DISABLED),
+            ),
+            (
+                "xdp6: IPv6 forwarding off, IPv4 on",
+                x,
+                with6(ingress6, |f| f.dst = SMALL_MTU6),
+                up,
+                0,
+                pass(reason::PASS_FWD_DISABLED),
+            ),
+            (
+                "egress: IPv4 still forwards with only IPv4 on",
+                e,
+                egress_frame().bytes(),
+                port,
+                0,
+                fast_egress,
+            ),
+        ],
+    );
+    progs.set_state(STATE_F_FORWARD_V6);
+    check_rows(
+        &progs,
+        &[
+            (
+                "egress6: IPv6 forwards with only IPv6 on",
+                e,
+                egress6().bytes(),
+                port,
+                0,
+                fast_egress,
+            ),
+            (
+                "egress: IPv4 forwarding off, IPv6 on",
+                e,
+                egress_frame().bytes(),
+                port,
+                0,
+                pass(reason::PASS_FWD_DISABLED),
+            ),
+            (
+                "xdp: IPv4 forwarding off, IPv6 on",
+                x,
+                with(ingress_frame, |f| f.dst = SMALL_MTU),
+                up,
+                0,
+                pass(reason::PASS_FWD_DISABLED),
+            ),
+        ],
+    );
+    progs.set_forwarding(true);
+    sysctl(&world.ns, "net.ipv6.conf.cni0.forwarding", "0");
+    check_rows(
+        &progs,
+        &[(
+            "egress6: FIB path, kernel IPv6 forwarding off on the bridge",
+            e,
+            with6(egress6, |f| f.dst = FIB_ONLY6),
+            port,
+            0,
+            pass(reason::PASS_FWD_DISABLED),
+        )],
+    );
+    sysctl(&world.ns, "net.ipv6.conf.cni0.forwarding", "1");
+
+    // FIB fallback and XDP_TX switched off.
+    let plain = Programs::load(world, 0);
+    check_rows(
+        &plain,
+        &[
+            (
+                "egress6: trie miss with the FIB fallback off",
+                e,
+                with6(egress6, |f| f.dst = FIB_ONLY6),
+                port,
+                0,
+                pass(reason::PASS_NO_ROUTE),
+            ),
+            (
+                "xdp6: transit when the uplink cannot XDP_TX",
+                x,
+                with6(ingress6, |f| f.dst = SMALL_MTU6),
+                up,
+                0,
+                pass(reason::HANDOFF_TC),
+            ),
+        ],
+    );
+}
+
 /// 200,000 frames mutated from forwardable ones; each verdict must match the model of the
 /// decision table: a pass leaves the frame unchanged, a forward is a correct rewrite, and the
 /// counters add up to exactly the model's tally.
@@ -1368,6 +2297,7 @@ fn randomized(world: &World) {
     let before = progs.counters();
     let mut tally: HashMap<u32, u64> = HashMap::new();
     let mut outcomes: HashMap<&'static str, u64> = HashMap::new();
+    let mut outcomes6: HashMap<&'static str, u64> = HashMap::new();
     let plan = [
         (Prog::Egress, 100_000),
         (Prog::Ingress, 50_000),
@@ -1375,7 +2305,21 @@ fn randomized(world: &World) {
     ];
     for (prog, runs) in plan {
         for n in 0..runs {
-            let frame = mutate(&mut rng, prog);
+            // Three in ten frames start out as IPv6 (mutations can still turn either family
+            // into the other, or into neither).
+            let ipv6 = rng.u8(0..10) < 3;
+            let frame = if ipv6 {
+                mutate6(&mut rng, prog)
+            } else {
+                mutate(&mut rng, prog)
+            };
+            let is6 = frame_family(&frame) == family::IPV6;
+            let mut outcome = |kind: &'static str| {
+                *outcomes.entry(kind).or_default() += 1;
+                if is6 {
+                    *outcomes6.entry(kind).or_default() += 1;
+                }
+            };
             let ifindex = match prog {
                 Prog::Egress => world.port,
                 _ => world.uplink,
@@ -1384,7 +2328,7 @@ fn randomized(world: &World) {
             let got = progs.run(prog, &frame, ifindex, 0);
             let ctx = || format!("{prog:?} run {n} (seed {seed}), frame {frame:02x?}");
             match (expect, got) {
-                (Expect::Rejected, None) => *outcomes.entry("refused").or_default() += 1,
+                (Expect::Rejected, None) => outcome("refused"),
                 (Expect::Pass(why), Some((rc, out))) => {
                     let pass = if prog == Prog::Xdp {
                         XDP_PASS
@@ -1401,7 +2345,7 @@ fn randomized(world: &World) {
                     *tally
                         .entry(counters::index(frame_family(&frame), prog.hook(), why))
                         .or_default() += 1;
-                    *outcomes.entry("passed").or_default() += 1;
+                    outcome("passed");
                 }
                 (
                     Expect::Fwd {
@@ -1421,7 +2365,7 @@ fn randomized(world: &World) {
                     *tally
                         .entry(counters::index(frame_family(&frame), prog.hook(), why))
                         .or_default() += 1;
-                    *outcomes.entry("forwarded").or_default() += 1;
+                    outcome("forwarded");
                 }
                 (expect, got) => {
                     panic!("expected {expect:?}, got {:?}: {}", got.map(|g| g.0), ctx())
@@ -1452,10 +2396,15 @@ fn randomized(world: &World) {
         );
     }
     println!("outcomes: {outcomes:?}");
+    println!("of which IPv6: {outcomes6:?}");
     for kind in ["passed", "forwarded", "refused"] {
         assert!(
             outcomes.get(kind).copied().unwrap_or(0) > 100,
             "the mutations rarely produce {kind} frames: {outcomes:?}"
+        );
+        assert!(
+            outcomes6.get(kind).copied().unwrap_or(0) > 100,
+            "the mutations rarely produce {kind} IPv6 frames: {outcomes6:?}"
         );
     }
 }
@@ -1528,6 +2477,79 @@ fn with_fields(mut f: Ipv4Frame, change: impl FnOnce(&mut Ipv4Frame)) -> Ipv4Fra
     f
 }
 
+/// An IPv6 frame derived from a forwardable one for `prog`, with a few fields or bytes
+/// changed.
+fn mutate6(rng: &mut fastrand::Rng, prog: Prog) -> Vec<u8> {
+    let mut base = match prog {
+        Prog::Egress => egress6(),
+        Prog::Ingress => ingress6(),
+        Prog::Xdp => {
+            let mut f = ingress6();
+            f.dst = SMALL_MTU6;
+            f
+        }
+    };
+    match rng.u8(0..8) {
+        0 => {
+            base.next = 58;
+            base.payload[0] = [128, 129, 133, 134, 135, 136, 137, 1][rng.usize(0..8)];
+        }
+        1 => base.next = 6,
+        2 => base = base.with_extension([0, 43, 44, 60][rng.usize(0..4)]),
+        _ => {}
+    }
+    let mut f = base.bytes();
+    let addrs: [[u8; 16]; 12] = [
+        POD6,
+        OTHER_POD6,
+        v6(0x79, 0x99),
+        GATEWAY6,
+        REMOTE6,
+        UNRESOLVED6,
+        SMALL_MTU6,
+        STRANGER6,
+        ALL_NODES6,
+        LINK_LOCAL6,
+        [0; 16],
+        Ipv6Addr::LOCALHOST.octets(),
+    ];
+    let macs = [BRIDGE_MAC, UPLINK_MAC, [0xff; 6], OTHER_POD_MAC, NODE42_MAC];
+    for _ in 0..rng.usize(0..4) {
+        match rng.u8(0..10) {
+            0 => f[IP + 7] = [0, 1, 2, 64, 255][rng.usize(0..5)],
+            1 => f[IP] = ([6u8, 4, 7, 0][rng.usize(0..4)] << 4) | (f[IP] & 0x0f),
+            2 => f[IP + 6] = [6, 17, 58, 0, 43, 44, 60, 59, 50, 51, 132][rng.usize(0..11)],
+            3 => {
+                let plen = (f.len() - IP - IPV6_LEN) as u16;
+                let l = [0, 7, 8, plen - 1, plen, plen + 1, 1500, u16::MAX][rng.usize(0..8)];
+                f[IP + 4..IP + 6].copy_from_slice(&l.to_be_bytes());
+            }
+            4 => f[IP + 24..IP + 40].copy_from_slice(&addrs[rng.usize(0..addrs.len())]),
+            5 => f[IP + 8..IP + 24].copy_from_slice(&addrs[rng.usize(0..addrs.len())]),
+            6 => f[0..6].copy_from_slice(&macs[rng.usize(0..macs.len())]),
+            7 => f[12..14]
+                .copy_from_slice(&[[0x86, 0xdd], [8, 0], [8, 6], [0x81, 0]][rng.usize(0..4)]),
+            8 => f[IP + IPV6_LEN] = [128, 129, 133, 134, 135, 136, 137, 1][rng.usize(0..8)],
+            _ => {
+                let i = rng.usize(0..f.len().min(IP + IPV6_LEN + 8));
+                f[i] = rng.u8(..);
+            }
+        }
+    }
+    match rng.u8(0..20) {
+        0 => f.truncate(rng.usize(0..f.len())),
+        1 => {
+            // Grow towards and past the MTU, keeping the payload length in step.
+            let extra = rng.usize(0..1500);
+            f.resize(f.len() + extra, 0xab);
+            let plen = (f.len() - IP - IPV6_LEN) as u16;
+            f[IP + 4..IP + 6].copy_from_slice(&plen.to_be_bytes());
+        }
+        _ => {}
+    }
+    f
+}
+
 /// Whether `BPF_PROG_TEST_RUN` refuses `frame` before the program runs: any frame shorter
 /// than an Ethernet header, and for skb programs an IPv4 (IPv6) frame without a complete 20
 /// (40) byte header (the kernel reads the addresses to set up the test socket). Real traffic
@@ -1564,8 +2586,10 @@ fn model(prog: Prog, f: &[u8], w: &World) -> Expect {
     if f[0..6] != router {
         return Pass(reason::PASS_NOT_ROUTED);
     }
-    if f[12..14] != [8, 0] {
-        return Pass(reason::PASS_NOT_IP);
+    match f[12..14] {
+        [8, 0] => {}
+        [0x86, 0xdd] => return model6(prog, f, w),
+        _ => return Pass(reason::PASS_NOT_IP),
     }
     if f.len() < IP + 20 {
         return Pass(reason::PASS_MALFORMED);
@@ -1602,8 +2626,30 @@ fn model(prog: Prog, f: &[u8], w: &World) -> Expect {
     if f[IP + 8] <= 1 {
         return Pass(reason::PASS_TTL);
     }
+    let hop = w.lpm(dst).map(|r| Hop {
+        mtu: r.mtu,
+        flags: r.flags,
+        node_mac: r.node_mac,
+        uplink_mac: r.uplink_mac,
+    });
+    forward_model(prog, tot, w.endpoint(dst), hop)
+}
+
+/// A route's next hop, for either family.
+#[derive(Clone, Copy)]
+struct Hop {
+    mtu: u32,
+    flags: u32,
+    node_mac: [u8; 6],
+    uplink_mac: [u8; 6],
+}
+
+/// The table after the checks, for either family: a packet of `tot` L3 bytes to a local
+/// endpoint `ep` or along a trie route `hop`.
+fn forward_model(prog: Prog, tot: usize, ep: Option<Endpoint>, hop: Option<Hop>) -> Expect {
+    use Expect::Pass;
     let fits_device = tot <= 1500;
-    let via = |r: RouteV4, why: u32| {
+    let via = |r: Hop, why: u32| {
         if (r.mtu != 0 && tot > r.mtu as usize) || !fits_device {
             Pass(reason::PASS_MTU)
         } else if r.flags & ROUTE_F_RESOLVED == 0 {
@@ -1613,31 +2659,80 @@ fn model(prog: Prog, f: &[u8], w: &World) -> Expect {
         }
     };
     match prog {
-        Prog::Egress => w
-            .lpm(dst)
-            .map_or(Pass(reason::PASS_NO_ROUTE), |r| via(r, reason::FAST_EGRESS)),
+        Prog::Egress => hop.map_or(Pass(reason::PASS_NO_ROUTE), |r| via(r, reason::FAST_EGRESS)),
         Prog::Ingress => {
-            if let Some(ep) = w.endpoint(dst) {
+            if let Some(ep) = ep {
                 return if fits_device {
                     fwd(reason::FAST_INGRESS, ep.mac, BRIDGE_MAC)
                 } else {
                     Pass(reason::PASS_MTU)
                 };
             }
-            w.lpm(dst).map_or(Pass(reason::PASS_NO_ROUTE), |r| {
+            hop.map_or(Pass(reason::PASS_NO_ROUTE), |r| {
                 via(r, reason::FAST_TRANSIT)
             })
         }
         Prog::Xdp => {
-            if w.endpoint(dst).is_some() {
+            if ep.is_some() {
                 return Pass(reason::HANDOFF_TC);
             }
-            match w.lpm(dst) {
+            match hop {
                 Some(r) if r.flags & ROUTE_F_RESOLVED != 0 => via(r, reason::FAST_TRANSIT),
                 _ => Pass(reason::HANDOFF_TC),
             }
         }
     }
+}
+
+/// The IPv6 table as plain code, after the Ethernet checks.
+fn model6(prog: Prog, f: &[u8], w: &World) -> Expect {
+    use Expect::Pass;
+    if f.len() < IP + IPV6_LEN || f[IP] >> 4 != 6 {
+        return Pass(reason::PASS_MALFORMED);
+    }
+    let plen = usize::from(u16::from_be_bytes([f[IP + 4], f[IP + 5]]));
+    if IP + IPV6_LEN + plen > f.len() {
+        return Pass(reason::PASS_MALFORMED);
+    }
+    let src: [u8; 16] = f[IP + 8..IP + 24].try_into().unwrap();
+    let dst: [u8; 16] = f[IP + 24..IP + 40].try_into().unwrap();
+    if Ipv6Addr::from(dst).is_multicast() {
+        return Pass(reason::PASS_MULTICAST);
+    }
+    let never_forwarded = |a: [u8; 16]| {
+        let a = Ipv6Addr::from(a);
+        a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_unicast_link_local()
+    };
+    if never_forwarded(src) || never_forwarded(dst) {
+        return Pass(reason::PASS_NOT_FWDED);
+    }
+    match f[IP + 6] {
+        6 | 17 => {}
+        58 => match f.get(IP + IPV6_LEN) {
+            None => return Pass(reason::PASS_MALFORMED),
+            Some(133..=137) => return Pass(reason::PASS_NOT_FWDED),
+            Some(_) => {}
+        },
+        44 => return Pass(reason::PASS_FRAGMENT),
+        _ => return Pass(reason::PASS_IP_OPTIONS),
+    }
+    let rpf = match prog {
+        Prog::Egress => w.endpoint6(src).is_some(),
+        _ => w.lpm6(src).is_some_and(|r| r.ifindex == w.uplink),
+    };
+    if !rpf {
+        return Pass(reason::PASS_RPF);
+    }
+    if f[IP + 7] <= 1 {
+        return Pass(reason::PASS_TTL);
+    }
+    let hop = w.lpm6(dst).map(|r| Hop {
+        mtu: r.mtu,
+        flags: r.flags,
+        node_mac: r.node_mac,
+        uplink_mac: r.uplink_mac,
+    });
+    forward_model(prog, IPV6_LEN + plen, w.endpoint6(dst), hop)
 }
 
 /// The conntrack gate: with it on, only flows conntrack has confirmed without NAT are
@@ -1648,7 +2743,7 @@ fn conntrack_gate() {
     inside("gate", |world| {
         let mut progs = Programs::load(world, CONFIG_F_FIB_FALLBACK | CONFIG_F_XDP_TX);
         progs.attach_xdp();
-        progs.set_state(STATE_F_FORWARD_V4 | STATE_F_CT_GATE);
+        progs.set_state(STATE_F_FORWARD_V4 | STATE_F_FORWARD_V6 | STATE_F_CT_GATE);
         let ct = |args: &str| {
             let mut cmd = world.ns.command("conntrack");
             cmd.args(["-I"]).args(args.split_whitespace());
@@ -1794,8 +2889,127 @@ fn conntrack_gate() {
         ];
         check_rows(&progs, &rows);
 
+        // IPv6 flows: the same gate, looked up with the IPv6 tuple.
+        let udp6 = |src, dst, sport: u16, dport: u16, dmac, smac| {
+            let mut frame = Ipv6Frame::udp(dmac, smac, src, dst, 16);
+            frame.payload[0..2].copy_from_slice(&sport.to_be_bytes());
+            frame.payload[2..4].copy_from_slice(&dport.to_be_bytes());
+            frame.bytes()
+        };
+        let tcp6 = |src, dst, sport: u16, dport: u16| {
+            let mut frame = Ipv6Frame::udp(BRIDGE_MAC, POD_MAC, src, dst, 0);
+            frame.next = 6;
+            let mut header = vec![0u8; 20];
+            header[0..2].copy_from_slice(&sport.to_be_bytes());
+            header[2..4].copy_from_slice(&dport.to_be_bytes());
+            header[12] = 5 << 4;
+            header[13] = 0x10; // ACK
+            frame.payload = header;
+            frame.bytes()
+        };
+        let rows: Vec<Row> = vec![
+            (
+                "gate6: UDP without an entry (its IPv4 twin has one)",
+                e,
+                udp6(POD6, REMOTE6, 40000, 5201, BRIDGE_MAC, POD_MAC),
+                port,
+                0,
+                pass(reason::CT_NEW),
+            ),
+            (
+                "gate6: TCP without a conntrack entry",
+                e,
+                tcp6(POD6, REMOTE6, 41000, 80),
+                port,
+                0,
+                pass(reason::CT_NEW),
+            ),
+            (
+                "gate6: ICMPv6 cannot be looked up",
+                e,
+                Ipv6Frame::icmp(BRIDGE_MAC, POD_MAC, POD6, REMOTE6, 128).bytes(),
+                port,
+                0,
+                pass(reason::CT_PROTO),
+            ),
+            (
+                "gate6: no L4 header to look up",
+                e,
+                with6(egress6, |f| f.payload.clear()),
+                port,
+                0,
+                pass(reason::PASS_MALFORMED),
+            ),
+            (
+                "gate6: xdp transit without an entry",
+                x,
+                udp6(REMOTE6, SMALL_MTU6, 40000, 5201, UPLINK_MAC, NODE42_MAC),
+                up,
+                0,
+                pass(reason::CT_NEW),
+            ),
+        ];
+        check_rows(&progs, &rows);
+        ct(
+            "-p udp -s fd00:10:1:79::3 -d fd00:10:1:27::4 --sport 40000 --dport 5201 -t 120 -u SEEN_REPLY,ASSURED",
+        );
+        ct(
+            "-p tcp -s fd00:10:1:79::3 -d fd00:10:1:27::4 --sport 41000 --dport 80 --state ESTABLISHED -t 120 -u SEEN_REPLY,ASSURED",
+        );
+        ct(
+            "-p udp -s fd00:10:1:27::4 -d fd00:10:1:29::4 --sport 40000 --dport 5201 -t 120 -u SEEN_REPLY,ASSURED",
+        );
+        let gated = [
+            (
+                "gate6: established UDP, original direction",
+                e,
+                udp6(POD6, REMOTE6, 40000, 5201, BRIDGE_MAC, POD_MAC),
+                port,
+                fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC),
+            ),
+            (
+                "gate6: established TCP",
+                e,
+                tcp6(POD6, REMOTE6, 41000, 80),
+                port,
+                fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC),
+            ),
+            (
+                "gate6: established UDP, reply direction",
+                i,
+                udp6(REMOTE6, POD6, 5201, 40000, UPLINK_MAC, NODE42_MAC),
+                up,
+                fwd(reason::FAST_INGRESS, POD_MAC, BRIDGE_MAC),
+            ),
+            (
+                "gate6: xdp transit, established",
+                x,
+                udp6(REMOTE6, SMALL_MTU6, 40000, 5201, UPLINK_MAC, NODE42_MAC),
+                up,
+                fwd(reason::FAST_TRANSIT, NODE45_MAC, UPLINK_MAC),
+            ),
+        ];
+        for (name, prog, frame, ifindex, expect) in gated {
+            progs.check_gated(name, prog, &frame, ifindex, expect);
+            println!("  ok  {name:<64} {} + ct_established", verdict(expect));
+        }
+        ct(
+            "-p udp -s fd00:10:1:79::3 -d fd00:10:1:27::4 --sport 40002 --dport 5201 -t 120 --src-nat fd00:172:20:11::43",
+        );
+        check_rows(
+            &progs,
+            &[(
+                "gate6: SNATed flow (masquerade)",
+                e,
+                udp6(POD6, REMOTE6, 40002, 5201, BRIDGE_MAC, POD_MAC),
+                port,
+                0,
+                pass(reason::CT_NAT),
+            )],
+        );
+
         // The gate off: the same NATed flow would take the fast path.
-        progs.set_state(STATE_F_FORWARD_V4);
+        progs.set_state(STATE_F_FORWARD_V4 | STATE_F_FORWARD_V6);
         check_rows(
             &progs,
             &[(

@@ -17,7 +17,7 @@ use hostgw_common::{
     kfunc,
 };
 
-use super::parse::{ETH_LEN, Hook, IPV4_LEN, Ipv4};
+use super::parse::{ETH_LEN, Hook, IPV4_LEN, IPV6_LEN, Ipv4, Ipv6};
 
 /// `IPS_SRC_NAT` and `IPS_DST_NAT` of `enum ip_conntrack_status`.
 const IPS_NAT_MASK: u64 = (1 << 4) | (1 << 5);
@@ -36,6 +36,16 @@ struct TupleV4 {
     dport: [u8; 2],
 }
 
+/// `struct bpf_sock_tuple`, IPv6 member; its size (36) tells the kernel the family.
+#[repr(C)]
+struct TupleV6 {
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: [u8; 2],
+    dport: [u8; 2],
+}
+const _: () = assert!(size_of::<TupleV6>() == 36);
+
 /// `struct bpf_ct_opts` in its largest known layout (16 bytes); the size passed is the
 /// running kernel's, from [`Config::ct_opts_size`].
 #[repr(C)]
@@ -49,7 +59,7 @@ struct CtOpts {
     reserved: [u8; 3],
 }
 
-type Lookup = unsafe extern "C" fn(*mut c_void, *mut TupleV4, u32, *mut CtOpts, u32) -> *mut c_void;
+type Lookup = unsafe extern "C" fn(*mut c_void, *mut c_void, u32, *mut CtOpts, u32) -> *mut c_void;
 type Release = unsafe extern "C" fn(*mut c_void);
 
 /// Which lookup a hook uses.
@@ -59,14 +69,10 @@ pub enum Kind {
     Xdp,
 }
 
-/// `Ok` when the gate is off or lets the IPv4 flow through (then counted as `ct_established` on
-/// `hook`); otherwise the pass reason.
+/// `Ok` when the gate is off or lets the IPv4 flow through (then counted as `ct_established`
+/// on `hook`); otherwise the pass reason.
 #[inline(always)]
-#[expect(
-    clippy::cast_ptr_alignment,
-    reason = "nf_conn.status's offset comes from the kernel's BTF and is aligned"
-)]
-pub fn gate<H: Hook>(
+pub fn gate_v4<H: Hook>(
     h: &H,
     ctx: *mut c_void,
     kind: Kind,
@@ -78,23 +84,96 @@ pub fn gate<H: Hook>(
     if state.flags & STATE_F_CT_GATE == 0 {
         return Ok(());
     }
-    if ip.proto != IPPROTO_TCP && ip.proto != IPPROTO_UDP {
-        return Err(reason::CT_PROTO);
-    }
-    // Source and destination port, the first four bytes of either header.
-    let ports: *const [u8; 4] = h.ptr_at(ETH_LEN + IPV4_LEN).ok_or(reason::PASS_MALFORMED)?;
-    // SAFETY: `ptr_at` checked the four bytes lie inside the packet.
-    let ports = unsafe { *ports };
+    let (sport, dport) = ports(h, ip.proto, ETH_LEN + IPV4_LEN)?;
     let mut tuple = TupleV4 {
         saddr: ip.src,
         daddr: ip.dst,
-        sport: [ports[0], ports[1]],
-        dport: [ports[2], ports[3]],
+        sport,
+        dport,
     };
+    lookup(
+        h,
+        ctx,
+        kind,
+        (family::IPV4, hook),
+        (&raw mut tuple).cast(),
+        size_of::<TupleV4>() as u32,
+        ip.proto,
+        cfg,
+    )
+}
+
+/// [`gate_v4`] for an IPv6 flow, looked up with the IPv6 tuple.
+#[inline(always)]
+pub fn gate_v6<H: Hook>(
+    h: &H,
+    ctx: *mut c_void,
+    kind: Kind,
+    hook: u32,
+    ip: &Ipv6,
+    cfg: &Config,
+    state: &State,
+) -> Result<(), u32> {
+    if state.flags & STATE_F_CT_GATE == 0 {
+        return Ok(());
+    }
+    let (sport, dport) = ports(h, ip.next, ETH_LEN + IPV6_LEN)?;
+    let mut tuple = TupleV6 {
+        saddr: ip.src,
+        daddr: ip.dst,
+        sport,
+        dport,
+    };
+    lookup(
+        h,
+        ctx,
+        kind,
+        (family::IPV6, hook),
+        (&raw mut tuple).cast(),
+        size_of::<TupleV6>() as u32,
+        ip.next,
+        cfg,
+    )
+}
+
+/// Source and destination port of a TCP or UDP packet whose L4 header starts at `l4_off`:
+/// the first four bytes of either header. Other protocols cannot be looked up.
+#[inline(always)]
+fn ports<H: Hook>(h: &H, proto: u8, l4_off: usize) -> Result<([u8; 2], [u8; 2]), u32> {
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return Err(reason::CT_PROTO);
+    }
+    let ports: *const [u8; 4] = h.ptr_at(l4_off).ok_or(reason::PASS_MALFORMED)?;
+    // SAFETY: `ptr_at` checked the four bytes lie inside the packet.
+    let ports = unsafe { *ports };
+    Ok(([ports[0], ports[1]], [ports[2], ports[3]]))
+}
+
+/// Looks `tuple` (a `bpf_sock_tuple` member of `tuple_size` bytes) up in conntrack and
+/// decides; an established flow is counted as `ct_established` under `(family, hook)`.
+#[inline(always)]
+#[expect(
+    clippy::cast_ptr_alignment,
+    reason = "nf_conn.status's offset comes from the kernel's BTF and is aligned"
+)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the kfunc's arguments plus where to count"
+)]
+fn lookup<H: Hook>(
+    h: &H,
+    ctx: *mut c_void,
+    kind: Kind,
+    (family, hook): (u32, u32),
+    tuple: *mut c_void,
+    tuple_size: u32,
+    proto: u8,
+    cfg: &Config,
+) -> Result<(), u32> {
     let mut opts = CtOpts {
         netns_id: CURRENT_NETNS,
         error: 0,
-        l4proto: ip.proto,
+        l4proto: proto,
         dir: 0,
         ct_zone_id: 0,
         ct_zone_dir: 0,
@@ -108,13 +187,7 @@ pub fn gate<H: Hook>(
     // signature; the arguments are the context and valid locals of the sizes passed.
     let ct = unsafe {
         let lookup: Lookup = core::mem::transmute(id as usize);
-        lookup(
-            ctx,
-            &raw mut tuple,
-            size_of::<TupleV4>() as u32,
-            &raw mut opts,
-            cfg.ct_opts_size,
-        )
+        lookup(ctx, tuple, tuple_size, &raw mut opts, cfg.ct_opts_size)
     };
     if ct.is_null() {
         // ENOENT is the normal "no entry yet"; anything else means the lookup itself failed.
@@ -140,6 +213,6 @@ pub fn gate<H: Hook>(
     if status & IPS_NAT_MASK != 0 {
         return Err(reason::CT_NAT);
     }
-    super::maps::count(family::IPV4, hook, reason::CT_ESTABLISHED, h.len());
+    super::maps::count(family, hook, reason::CT_ESTABLISHED, h.len());
     Ok(())
 }

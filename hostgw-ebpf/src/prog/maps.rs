@@ -82,3 +82,17 @@ pub fn endpoint_v4(addr: [u8; 4]) -> Option<Endpoint> {
     // a consistent snapshot of one entry.
     ENDPOINTS_V4.get_ptr(addr).map(|p| unsafe { *p })
 }
+
+/// The longest remote pod CIDR containing the IPv6 address `addr`, in place in the map (a
+/// copy would cost stack the IPv6 path does not have to spare).
+#[inline(always)]
+pub fn route_v6(addr: &[u8; 16]) -> Option<&'static RouteV6> {
+    ROUTES_V6.get(&Key::new(128, *addr))
+}
+
+/// The local pod with IPv6 address `addr`.
+#[inline(always)]
+pub fn endpoint_v6(addr: &[u8; 16]) -> Option<Endpoint> {
+    // SAFETY: as for `endpoint_v4`.
+    ENDPOINTS_V6.get_ptr(*addr).map(|p| unsafe { *p })
+}

@@ -1,9 +1,10 @@
 //! Program entry points: each reads its context into a [`parse::Hook`], tells the frame's
-//! family by its `EtherType` ([`parse::family`]), asks [`v4`] what to do with IPv4, and
-//! [`apply`]s the answer. Other frames, IPv6 among them until its path exists, are counted and
-//! passed here. Every counter carries the family, so IPv4 and IPv6 traffic can be told apart.
+//! family by its `EtherType` ([`parse::family`]), asks [`v4`] or [`v6`] what to do, and
+//! [`apply`]s the answer. Frames of neither family are counted and passed here. Every counter
+//! carries the family, so IPv4 and IPv6 traffic can be told apart.
 //!
-//! Which hook does what, and why:
+//! Which hook does what, and why (the same for IPv4 and IPv6, each family with its own trie and
+//! endpoint table and its own forwarding switch):
 //!
 //! - `hostgw_egress`, TC ingress of every bridge port (the host end of each pod's veth) and of
 //!   the bridge device as a catch-all: pod → remote pod, rewritten and redirected to the
@@ -25,16 +26,18 @@
     reason = "the program macros hand the context over by value"
 )]
 
+mod action;
 mod ct;
 mod hooks;
 mod log;
 mod maps;
 mod parse;
 mod v4;
+mod v6;
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{TC_ACT_OK, bpf_redir_neigh, xdp_action},
+    bindings::{__sk_buff, TC_ACT_OK, bpf_redir_neigh, xdp_action, xdp_md},
     helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
@@ -42,25 +45,26 @@ use aya_ebpf::{
 use hostgw_common::counters::{family, hook, reason};
 
 use self::{
+    action::{Action, Nexthop},
     hooks::{Tc, Xdp},
     maps::{CONFIG, count, state},
-    parse::{Hook, rewrite_v4},
-    v4::Action,
+    parse::{Hook, rewrite_v4, rewrite_v6},
 };
 
-/// `AF_INET`, as `bpf_redir_neigh` wants it.
+/// `AF_INET` and `AF_INET6`, as `bpf_redir_neigh` wants them.
 const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
 
 /// TC, ingress of every bridge port and of the bridge device: pod → remote pod.
 #[classifier]
 pub fn hostgw_egress(ctx: TcContext) -> i32 {
-    let cfg = CONFIG.load();
     let tc = Tc(&ctx);
-    let state = state();
     match parse::family(&tc) {
-        family::IPV4 => apply(&tc, hook::EGRESS, v4::egress(&ctx, &tc, &cfg, &state)),
-        f => {
-            count_other(&tc, f, hook::EGRESS, &state.bridge_mac);
+        family::IPV4 => egress_v4(ctx.skb.skb),
+        family::IPV6 => egress_v6(ctx.skb.skb),
+        _ => {
+            let why = parse::other(&tc, &state().bridge_mac);
+            count(family::OTHER, hook::EGRESS, why, tc.len());
             TC_ACT_OK
         }
     }
@@ -69,13 +73,13 @@ pub fn hostgw_egress(ctx: TcContext) -> i32 {
 /// TC, ingress of the uplink: remote node → local pod, transit, FIB fallback.
 #[classifier]
 pub fn hostgw_ingress(ctx: TcContext) -> i32 {
-    let cfg = CONFIG.load();
     let tc = Tc(&ctx);
-    let state = state();
     match parse::family(&tc) {
-        family::IPV4 => apply(&tc, hook::INGRESS_TC, v4::ingress(&ctx, &tc, &cfg, &state)),
-        f => {
-            count_other(&tc, f, hook::INGRESS_TC, &state.uplink_mac);
+        family::IPV4 => ingress_v4(ctx.skb.skb),
+        family::IPV6 => ingress_v6(ctx.skb.skb),
+        _ => {
+            let why = parse::other(&tc, &state().uplink_mac);
+            count(family::OTHER, hook::INGRESS_TC, why, tc.len());
             TC_ACT_OK
         }
     }
@@ -84,69 +88,139 @@ pub fn hostgw_ingress(ctx: TcContext) -> i32 {
 /// XDP on the uplink: transit with `XDP_TX`; everything else to the TC hook.
 #[xdp]
 pub fn hostgw_xdp(ctx: XdpContext) -> u32 {
-    let cfg = CONFIG.load();
     let x = Xdp(&ctx);
-    let len = x.len();
-    let state = state();
-    let f = parse::family(&x);
-    if f != family::IPV4 {
-        count_other(&x, f, hook::INGRESS_XDP, &state.uplink_mac);
-        return xdp_action::XDP_PASS;
+    match parse::family(&x) {
+        family::IPV4 => xdp_v4(ctx.ctx),
+        family::IPV6 => xdp_v6(ctx.ctx),
+        _ => {
+            let why = parse::other(&x, &state().uplink_mac);
+            count(family::OTHER, hook::INGRESS_XDP, why, x.len());
+            xdp_action::XDP_PASS
+        }
     }
-    match v4::ingress_xdp(&x, ctx.as_ptr(), &cfg, &state) {
+}
+
+// One function per family and hook, each a BPF subprogram with its own stack frame: inlined
+// into one program, the IPv4 and IPv6 paths together would not fit the 512-byte stack.
+
+/// [`hostgw_egress`] for an IPv4 frame.
+#[inline(never)]
+fn egress_v4(skb: *mut __sk_buff) -> i32 {
+    let ctx = TcContext::new(skb);
+    let tc = Tc(&ctx);
+    let action = v4::egress(&ctx, &tc, &CONFIG.load(), &state());
+    apply(&tc, family::IPV4, hook::EGRESS, action)
+}
+
+/// [`hostgw_egress`] for an IPv6 frame.
+#[inline(never)]
+fn egress_v6(skb: *mut __sk_buff) -> i32 {
+    let ctx = TcContext::new(skb);
+    let tc = Tc(&ctx);
+    let action = v6::egress(&ctx, &tc, &CONFIG.load(), &state());
+    apply(&tc, family::IPV6, hook::EGRESS, action)
+}
+
+/// [`hostgw_ingress`] for an IPv4 frame.
+#[inline(never)]
+fn ingress_v4(skb: *mut __sk_buff) -> i32 {
+    let ctx = TcContext::new(skb);
+    let tc = Tc(&ctx);
+    let action = v4::ingress(&ctx, &tc, &CONFIG.load(), &state());
+    apply(&tc, family::IPV4, hook::INGRESS_TC, action)
+}
+
+/// [`hostgw_ingress`] for an IPv6 frame.
+#[inline(never)]
+fn ingress_v6(skb: *mut __sk_buff) -> i32 {
+    let ctx = TcContext::new(skb);
+    let tc = Tc(&ctx);
+    let action = v6::ingress(&ctx, &tc, &CONFIG.load(), &state());
+    apply(&tc, family::IPV6, hook::INGRESS_TC, action)
+}
+
+/// [`hostgw_xdp`] for an IPv4 frame.
+#[inline(never)]
+fn xdp_v4(md: *mut xdp_md) -> u32 {
+    let ctx = XdpContext::new(md);
+    let x = Xdp(&ctx);
+    let action = v4::ingress_xdp(&x, ctx.as_ptr(), &CONFIG.load(), &state());
+    xdp_apply(&x, family::IPV4, action)
+}
+
+/// [`hostgw_xdp`] for an IPv6 frame.
+#[inline(never)]
+fn xdp_v6(md: *mut xdp_md) -> u32 {
+    let ctx = XdpContext::new(md);
+    let x = Xdp(&ctx);
+    let action = v6::ingress_xdp(&x, ctx.as_ptr(), &CONFIG.load(), &state());
+    xdp_apply(&x, family::IPV6, action)
+}
+
+/// Rewrites a checked frame of `family` for the next hop (MACs unless `None`, TTL or hop
+/// limit).
+#[inline(always)]
+fn rewrite<H: Hook>(h: &H, family: u32, macs: Option<(&[u8; 6], &[u8; 6])>) -> bool {
+    if family == family::IPV6 {
+        rewrite_v6(h, macs)
+    } else {
+        rewrite_v4(h, macs)
+    }
+}
+
+/// Carries out the XDP program's decision: `XDP_TX` for a transit redirect back out of the
+/// uplink, otherwise pass (to the stack, or to the TC hook which decides again).
+#[inline(always)]
+fn xdp_apply(x: &Xdp, family: u32, action: Action) -> u32 {
+    let len = x.len();
+    match action {
         Action::Redirect {
             reason,
             ifindex,
             dmac,
             smac,
         } if ifindex == x.ingress_ifindex() => {
-            if !rewrite_v4(&x, Some((&dmac, &smac))) {
-                count(family::IPV4, hook::INGRESS_XDP, reason::PASS_MALFORMED, len);
+            if !rewrite(x, family, Some((&dmac, &smac))) {
+                count(family, hook::INGRESS_XDP, reason::PASS_MALFORMED, len);
                 return xdp_action::XDP_PASS;
             }
-            count(family::IPV4, hook::INGRESS_XDP, reason, len);
+            count(family, hook::INGRESS_XDP, reason, len);
             xdp_action::XDP_TX
         }
         Action::Pass(why) => {
-            count(family::IPV4, hook::INGRESS_XDP, why, len);
+            count(family, hook::INGRESS_XDP, why, len);
             xdp_action::XDP_PASS
         }
         _ => {
-            count(family::IPV4, hook::INGRESS_XDP, reason::HANDOFF_TC, len);
+            count(family, hook::INGRESS_XDP, reason::HANDOFF_TC, len);
             xdp_action::XDP_PASS
         }
     }
-}
-
-/// Counts a frame the programs have no path for (not IPv4) under its `family` and the reason
-/// the Ethernet checks give; the caller passes it.
-#[inline(always)]
-fn count_other<H: Hook>(h: &H, family: u32, hook: u32, router_mac: &[u8; 6]) {
-    count(family, hook, parse::other(h, router_mac), h.len());
 }
 
 /// Carries out a TC program's decision: count it, rewrite, redirect.
 #[inline(always)]
-fn apply(tc: &Tc, hook: u32, action: Action) -> i32 {
+fn apply(tc: &Tc, family: u32, hook: u32, action: Action) -> i32 {
     let len = tc.len();
     let (why, rewritten) = match &action {
         Action::Pass(why) => {
-            count(family::IPV4, hook, *why, len);
+            count(family, hook, *why, len);
             return TC_ACT_OK;
         }
         Action::Redirect {
             reason, dmac, smac, ..
-        } => (*reason, rewrite_v4(tc, Some((dmac, smac)))),
-        Action::Peer { dmac, smac, .. } => {
-            (reason::FAST_INGRESS, rewrite_v4(tc, Some((dmac, smac))))
-        }
-        Action::Neigh { .. } => (reason::NEIGH_REDIRECT, rewrite_v4(tc, None)),
+        } => (*reason, rewrite(tc, family, Some((dmac, smac)))),
+        Action::Peer { dmac, smac, .. } => (
+            reason::FAST_INGRESS,
+            rewrite(tc, family, Some((dmac, smac))),
+        ),
+        Action::Neigh { .. } => (reason::NEIGH_REDIRECT, rewrite(tc, family, None)),
     };
     if !rewritten {
-        count(family::IPV4, hook, reason::PASS_MALFORMED, len);
+        count(family, hook, reason::PASS_MALFORMED, len);
         return TC_ACT_OK;
     }
-    count(family::IPV4, hook, why, len);
+    count(family, hook, why, len);
     // Each helper returns TC_ACT_REDIRECT; the kernel sends the packet once the program
     // returns.
     match action {
@@ -157,8 +231,16 @@ fn apply(tc: &Tc, hook: u32, action: Action) -> i32 {
         Action::Neigh { ifindex, nh } => {
             // SAFETY: bpf_redir_neigh is plain data; all-zero is a valid value.
             let mut params: bpf_redir_neigh = unsafe { core::mem::zeroed() };
-            params.nh_family = AF_INET;
-            params.__bindgen_anon_1.ipv4_nh = u32::from_ne_bytes(nh);
+            match nh {
+                Nexthop::V4(a) => {
+                    params.nh_family = AF_INET;
+                    params.__bindgen_anon_1.ipv4_nh = u32::from_ne_bytes(a);
+                }
+                Nexthop::V6(a) => {
+                    params.nh_family = AF_INET6;
+                    params.__bindgen_anon_1.ipv6_nh = v6::words(&a);
+                }
+            }
             // SAFETY: `params` is a valid, initialised local of the size passed.
             unsafe {
                 bpf_redirect_neigh(

@@ -1,8 +1,8 @@
 //! Bounds-checked access to a frame's headers, shared by the TC and XDP programs.
 //!
 //! [`Hook`] is what a program's context offers (packet bounds, lengths, helpers that differ
-//! between skb and XDP); [`family`] tells which path a frame takes, and [`ipv4`] reads and
-//! checks the headers the forwarding decision needs.
+//! between skb and XDP); [`family`] tells which path a frame takes, and [`ipv4`] and [`ipv6`]
+//! read and check the headers the forwarding decision needs.
 
 use core::mem::size_of;
 
@@ -12,10 +12,18 @@ use hostgw_common::counters::{family, reason};
 pub const ETH_LEN: usize = 14;
 /// IPv4 header length without options.
 pub const IPV4_LEN: usize = 20;
+/// IPv6 header length (the fixed header; extension headers follow it).
+pub const IPV6_LEN: usize = 40;
 /// `EtherType` of IPv4 in network byte order, as read from the frame on a little-endian target.
 pub const ETH_P_IP: [u8; 2] = [0x08, 0x00];
 /// `EtherType` of IPv6 in network byte order.
 pub const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
+/// IPv6 next header values the fast path parses fully: TCP, UDP, `ICMPv6`.
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
+/// The IPv6 fragment header.
+const IPPROTO_FRAGMENT: u8 = 44;
 
 /// What differs between a TC (skb) and an XDP context.
 pub trait Hook {
@@ -33,7 +41,7 @@ pub trait Hook {
     /// The payload size of each segment of a GSO super-packet, or 0 when the packet is not
     /// one (a GSO packet's length is not its segments' wire size).
     fn gso_size(&self) -> u32;
-    /// Whether an IPv4 packet of `l3_len` bytes fits the MTU of `ifindex`, as the kernel would
+    /// Whether an IP packet of `l3_len` bytes fits the MTU of `ifindex`, as the kernel would
     /// find on transmit.
     fn fits_mtu(&self, ifindex: u32, l3_len: u32) -> bool;
 
@@ -60,7 +68,22 @@ pub struct Ipv4 {
     pub dst: [u8; 4],
 }
 
-/// Why a frame is not a plain IPv4 unicast packet the fast path may forward. Each maps to one
+/// The fields of an Ethernet + IPv6 header that the forwarding decision reads.
+#[derive(Clone, Copy)]
+pub struct Ipv6 {
+    /// Traffic class and flow label as stored (the first 32-bit word without the version), in
+    /// network byte order: what `bpf_fib_lookup` wants as `flowinfo`.
+    pub flowinfo: [u8; 4],
+    /// Payload length from the header (everything after the 40-byte header).
+    pub payload_len: u16,
+    /// Next header: TCP, UDP or `ICMPv6` here, the others never get this far.
+    pub next: u8,
+    pub hop_limit: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+/// Why a frame is not a plain unicast packet the fast path may forward. Each maps to one
 /// `PASS_*` reason.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Unfit {
@@ -70,6 +93,9 @@ pub enum Unfit {
     NotRouted,
     Options,
     Fragment,
+    /// Traffic the kernel never forwards: IPv6 neighbour discovery, and packets from or to a
+    /// link-local, unspecified or loopback address or from a multicast one.
+    NotForwarded,
 }
 
 impl Unfit {
@@ -83,6 +109,7 @@ impl Unfit {
             Self::NotRouted => reason::PASS_NOT_ROUTED,
             Self::Options => reason::PASS_IP_OPTIONS,
             Self::Fragment => reason::PASS_FRAGMENT,
+            Self::NotForwarded => reason::PASS_NOT_FWDED,
         }
     }
 }
@@ -133,26 +160,53 @@ fn ethernet<H: Hook>(h: &H, router_mac: &[u8; 6]) -> Result<[u8; 2], Unfit> {
     Ok([eth[12], eth[13]])
 }
 
+/// The length of the L3 packets that will leave: `len` (the packet's own), or for a GSO packet
+/// that of each segment (`l3_hdr` + L4 header at `l4_off` + `gso_size`). `None` for a GSO
+/// packet whose L4 header this does not read (neither TCP nor UDP).
+#[inline(always)]
+fn leaving_len<H: Hook>(h: &H, len: u32, proto: u8, l4_off: usize, l3_hdr: u32) -> Option<u32> {
+    let gso = h.gso_size();
+    if gso == 0 {
+        return Some(len);
+    }
+    let l4 = match proto {
+        // TCP: the data offset, in 32-bit words, is the high nibble of byte 12.
+        IPPROTO_TCP => {
+            let off: *const u8 = h.ptr_at(l4_off + 12)?;
+            // SAFETY: `ptr_at` checked the byte lies inside the packet.
+            u32::from(unsafe { *off } >> 4) * 4
+        }
+        IPPROTO_UDP => 8,
+        _ => return None,
+    };
+    Some(l3_hdr + l4 + gso)
+}
+
 /// The IPv4 length of the packets that will leave: the packet's own, or for a GSO packet that
 /// of each segment (IP header + L4 header + `gso_size`). `None` for a GSO packet whose L4
 /// header this does not read (neither TCP nor UDP).
 #[inline(always)]
 pub fn segment_len<H: Hook>(h: &H, ip: &Ipv4) -> Option<u32> {
-    let gso = h.gso_size();
-    if gso == 0 {
-        return Some(u32::from(ip.tot_len));
-    }
-    let l4 = match ip.proto {
-        // TCP: the data offset, in 32-bit words, is the high nibble of byte 12.
-        6 => {
-            let off: *const u8 = h.ptr_at(ETH_LEN + IPV4_LEN + 12)?;
-            // SAFETY: `ptr_at` checked the byte lies inside the packet.
-            u32::from(unsafe { *off } >> 4) * 4
-        }
-        17 => 8,
-        _ => return None,
-    };
-    Some(IPV4_LEN as u32 + l4 + gso)
+    leaving_len(
+        h,
+        u32::from(ip.tot_len),
+        ip.proto,
+        ETH_LEN + IPV4_LEN,
+        IPV4_LEN as u32,
+    )
+}
+
+/// [`segment_len`] for IPv6: 40 + payload length, or per GSO segment 40 + L4 header +
+/// `gso_size`.
+#[inline(always)]
+pub fn segment_len_v6<H: Hook>(h: &H, ip: &Ipv6) -> Option<u32> {
+    leaving_len(
+        h,
+        IPV6_LEN as u32 + u32::from(ip.payload_len),
+        ip.next,
+        ETH_LEN + IPV6_LEN,
+        IPV6_LEN as u32,
+    )
 }
 
 /// Reads and checks the Ethernet and IPv4 headers of a frame that must be addressed to
@@ -200,6 +254,79 @@ pub fn ipv4<H: Hook>(h: &H, router_mac: &[u8; 6]) -> Result<Ipv4, Unfit> {
     })
 }
 
+/// Reads and checks the Ethernet and IPv6 headers of a frame that must be addressed to
+/// `router_mac`, in the order the kernel's `ipv6_rcv` and routing do. Only packets whose next
+/// header is TCP, UDP or `ICMPv6` (other than neighbour discovery) between unicast addresses of
+/// global scope get through; every extension header is left to the stack. Nothing is written.
+#[inline(always)]
+pub fn ipv6<H: Hook>(h: &H, router_mac: &[u8; 6]) -> Result<Ipv6, Unfit> {
+    if ethernet(h, router_mac)? != ETH_P_IPV6 {
+        return Err(Unfit::NotIp);
+    }
+    let ip: *const [u8; IPV6_LEN] = h.ptr_at(ETH_LEN).ok_or(Unfit::Malformed)?;
+    // SAFETY: `ptr_at` checked that the whole header lies inside the packet. Read in place:
+    // a copy would cost stack the IPv6 path does not have to spare.
+    let ip = unsafe { &*ip };
+    if ip[0] >> 4 != 6 {
+        return Err(Unfit::Malformed);
+    }
+    let payload_len = u16::from_be_bytes([ip[4], ip[5]]);
+    // What follows the payload is link padding, as for IPv4; a jumbogram (payload length 0)
+    // carries a hop-by-hop header and is passed below.
+    if (ETH_LEN + IPV6_LEN) as u32 + u32::from(payload_len) > h.len() {
+        return Err(Unfit::Malformed);
+    }
+    let src: [u8; 16] = ip[8..24].try_into().map_err(|_| Unfit::Malformed)?;
+    let dst: [u8; 16] = ip[24..40].try_into().map_err(|_| Unfit::Malformed)?;
+    if dst[0] == 0xff {
+        return Err(Unfit::Multicast);
+    }
+    if !global_unicast(&src) || !global_unicast(&dst) {
+        return Err(Unfit::NotForwarded);
+    }
+    let next = ip[6];
+    match next {
+        IPPROTO_TCP | IPPROTO_UDP => {}
+        IPPROTO_ICMPV6 => {
+            let ty: *const u8 = h.ptr_at(ETH_LEN + IPV6_LEN).ok_or(Unfit::Malformed)?;
+            // SAFETY: `ptr_at` checked the byte lies inside the packet.
+            let ty = unsafe { *ty };
+            // Router and neighbour solicitations and advertisements, redirects: link-local
+            // business of the stack, never forwarded whatever their addresses.
+            if (133..=137).contains(&ty) {
+                return Err(Unfit::NotForwarded);
+            }
+        }
+        IPPROTO_FRAGMENT => return Err(Unfit::Fragment),
+        _ => return Err(Unfit::Options),
+    }
+    Ok(Ipv6 {
+        flowinfo: [ip[0] & 0x0f, ip[1], ip[2], ip[3]],
+        payload_len,
+        next,
+        hop_limit: ip[7],
+        src,
+        dst,
+    })
+}
+
+/// Whether `a` is neither unspecified (`::`), loopback (`::1`), link-local (`fe80::/10`) nor
+/// multicast (`ff00::/8`): an address the kernel may forward from or to.
+#[inline(always)]
+fn global_unicast(a: &[u8; 16]) -> bool {
+    if a[0] == 0xff || (a[0] == 0xfe && a[1] & 0xc0 == 0x80) {
+        return false;
+    }
+    let mut high = 0u8;
+    let mut i = 0;
+    while i < 15 {
+        high |= a[i];
+        i += 1;
+    }
+    // `::` and `::1`.
+    !(high == 0 && a[15] <= 1)
+}
+
 /// The ones' complement sum of an IPv4 header, folded to 16 bits; `0xffff` when the checksum
 /// is right.
 #[inline(always)]
@@ -243,5 +370,28 @@ pub fn rewrite_v4<H: Hook>(h: &H, macs: Option<(&[u8; 6], &[u8; 6])>) -> bool {
         ip[10..12].copy_from_slice(&check.to_ne_bytes());
         ip[8] -= 1;
     }
+    true
+}
+
+/// Rewrites a checked IPv6 frame for the next hop: new MAC addresses (unless `macs` is `None`,
+/// when the kernel fills them in) and hop limit − 1. IPv6 has no header checksum and the L4
+/// checksums do not cover the hop limit, so nothing else changes. Returns `false`, having
+/// written nothing, if the headers are no longer inside the packet.
+#[inline(always)]
+pub fn rewrite_v6<H: Hook>(h: &H, macs: Option<(&[u8; 6], &[u8; 6])>) -> bool {
+    let Some(eth) = h.ptr_at::<[u8; ETH_LEN]>(0) else {
+        return false;
+    };
+    let Some(ip) = h.ptr_at::<[u8; IPV6_LEN]>(ETH_LEN) else {
+        return false;
+    };
+    // SAFETY: both pointers were bounds-checked against the packet just above, they do not
+    // overlap, and the hook allows writing packet data.
+    let (eth, ip) = unsafe { (&mut *eth, &mut *ip) };
+    if let Some((dst, src)) = macs {
+        eth[0..6].copy_from_slice(dst);
+        eth[6..12].copy_from_slice(src);
+    }
+    ip[7] -= 1;
     true
 }

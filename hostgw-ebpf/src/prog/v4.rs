@@ -21,37 +21,14 @@ use hostgw_common::{
 };
 
 use super::{
+    action::{Action, Nexthop, gated},
     ct,
     maps::{endpoint_v4, route_v4},
-    parse::{self, Hook, Ipv4, Unfit},
+    parse::{self, Hook, Ipv4},
 };
 
 /// `AF_INET`.
 const AF_INET: u8 = 2;
-
-/// What to do with a packet.
-pub enum Action {
-    /// Hand it to the stack unchanged, counted under this reason.
-    Pass(u32),
-    /// Rewrite MACs and TTL, then send it out of `ifindex` (`bpf_redirect`, or `XDP_TX` from
-    /// XDP when `ifindex` is the interface it came in on).
-    Redirect {
-        reason: u32,
-        ifindex: u32,
-        dmac: [u8; 6],
-        smac: [u8; 6],
-    },
-    /// Rewrite MACs and TTL, then deliver it into the pod behind the host-side veth `ifindex`
-    /// (`bpf_redirect_peer`).
-    Peer {
-        ifindex: u32,
-        dmac: [u8; 6],
-        smac: [u8; 6],
-    },
-    /// Decrement the TTL and send it out of `ifindex` to next hop `nh`, letting the kernel
-    /// resolve the neighbour and fill in the MACs (`bpf_redirect_neigh`).
-    Neigh { ifindex: u32, nh: [u8; 4] },
-}
 
 /// The checks every forwarded packet passes: a plain IPv4 unicast packet addressed to
 /// `router_mac`, forwarding on, a source `rpf` accepts, TTL > 1.
@@ -62,7 +39,7 @@ fn forwardable<H: Hook>(
     router_mac: &[u8; 6],
     rpf: impl FnOnce(&Ipv4) -> bool,
 ) -> Result<Ipv4, u32> {
-    let ip = parse::ipv4(h, router_mac).map_err(Unfit::reason)?;
+    let ip = parse::ipv4(h, router_mac).map_err(parse::Unfit::reason)?;
     if state.flags & STATE_F_FORWARD_V4 == 0 {
         return Err(reason::PASS_FWD_DISABLED);
     }
@@ -101,7 +78,7 @@ fn via_route<H: Hook>(h: &H, ip: &Ipv4, route: &RouteV4, why: u32) -> Action {
     if route.flags & ROUTE_F_RESOLVED == 0 {
         return Action::Neigh {
             ifindex: route.ifindex,
-            nh: route.node_ip,
+            nh: Nexthop::V4(route.node_ip),
         };
     }
     Action::Redirect {
@@ -131,7 +108,7 @@ pub fn egress(ctx: &TcContext, h: &impl Hook, cfg: &Config, state: &State) -> Ac
         None => fib(ctx, cfg.bridge_ifindex, &ip, cfg),
     };
     gated(action, || {
-        ct::gate(
+        ct::gate_v4(
             h,
             ctx.as_ptr(),
             ct::Kind::Skb,
@@ -141,18 +118,6 @@ pub fn egress(ctx: &TcContext, h: &impl Hook, cfg: &Config, state: &State) -> Ac
             state,
         )
     })
-}
-
-/// A forwarding decision stands only if the conntrack gate lets the flow through.
-#[inline(always)]
-fn gated(action: Action, gate: impl FnOnce() -> Result<(), u32>) -> Action {
-    match action {
-        Action::Pass(_) => action,
-        _ => match gate() {
-            Ok(()) => action,
-            Err(why) => Action::Pass(why),
-        },
-    }
 }
 
 /// TC on the uplink: a packet from another node.
@@ -179,7 +144,7 @@ pub fn ingress(ctx: &TcContext, h: &impl Hook, cfg: &Config, state: &State) -> A
         }
     };
     gated(action, || {
-        ct::gate(
+        ct::gate_v4(
             h,
             ctx.as_ptr(),
             ct::Kind::Skb,
@@ -216,7 +181,7 @@ pub fn ingress_xdp(
         _ => Action::Pass(reason::HANDOFF_TC),
     };
     gated(action, || {
-        ct::gate(h, ctx, ct::Kind::Xdp, hook::INGRESS_XDP, &ip, cfg, state)
+        ct::gate_v4(h, ctx, ct::Kind::Xdp, hook::INGRESS_XDP, &ip, cfg, state)
     })
 }
 
@@ -256,7 +221,7 @@ fn fib(ctx: &TcContext, iif: u32, ip: &Ipv4, cfg: &Config) -> Action {
         BPF_FIB_LKUP_RET_NO_NEIGH => Action::Neigh {
             ifindex: p.ifindex,
             // SAFETY: for IPv4 lookups the kernel writes the next hop into `ipv4_dst`.
-            nh: unsafe { p.__bindgen_anon_4.ipv4_dst }.to_ne_bytes(),
+            nh: Nexthop::V4(unsafe { p.__bindgen_anon_4.ipv4_dst }.to_ne_bytes()),
         },
         BPF_FIB_LKUP_RET_NOT_FWDED => Action::Pass(reason::PASS_NOT_FWDED),
         BPF_FIB_LKUP_RET_FWD_DISABLED => Action::Pass(reason::PASS_FWD_DISABLED),

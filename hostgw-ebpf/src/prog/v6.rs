@@ -1,0 +1,246 @@
+//! The IPv6 forwarding decision, [`super::v4`]'s sibling: the same checks in the same order
+//! (header validity, forwarding enabled, reverse path, hop limit, route, MTU) against the IPv6
+//! trie and endpoint table.
+//!
+//! What differs from IPv4, as the kernel's `ip6_forward` does it: the hop limit is decremented
+//! without any checksum to fix; a packet over the MTU always goes to the stack (IPv6 routers
+//! never fragment, the stack sends Packet Too Big); extension headers, neighbour discovery and
+//! link-scoped, unspecified, loopback and multicast addresses are never forwarded here (see
+//! [`parse::ipv6`]). The FIB fallback asks with `AF_INET6`.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup,
+    },
+    helpers::generated::bpf_fib_lookup as fib_lookup,
+    programs::TcContext,
+};
+use hostgw_common::{
+    CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, Config, ROUTE_F_RESOLVED, RouteV6, STATE_F_FORWARD_V6,
+    State,
+    counters::{hook, reason},
+};
+
+use super::{
+    action::{Action, Nexthop, gated},
+    ct,
+    maps::{endpoint_v6, route_v6},
+    parse::{self, Hook, Ipv6},
+};
+
+/// `AF_INET6`.
+const AF_INET6: u8 = 10;
+
+/// The checks every forwarded packet passes: a plain IPv6 unicast packet addressed to
+/// `router_mac`, IPv6 forwarding on, a source `rpf` accepts, hop limit > 1.
+#[inline(always)]
+fn forwardable<H: Hook>(
+    h: &H,
+    state: &State,
+    router_mac: &[u8; 6],
+    rpf: impl FnOnce(&Ipv6) -> bool,
+) -> Result<Ipv6, u32> {
+    let ip = parse::ipv6(h, router_mac).map_err(parse::Unfit::reason)?;
+    if state.flags & STATE_F_FORWARD_V6 == 0 {
+        return Err(reason::PASS_FWD_DISABLED);
+    }
+    if !rpf(&ip) {
+        return Err(reason::PASS_RPF);
+    }
+    if ip.hop_limit <= 1 {
+        return Err(reason::PASS_TTL);
+    }
+    Ok(ip)
+}
+
+/// Whether the source of a packet from the uplink routes back through the interface it came
+/// in on (strict reverse-path check against the route trie).
+#[inline(always)]
+fn rpf_uplink<H: Hook>(h: &H, ip: &Ipv6) -> bool {
+    route_v6(&ip.src).is_some_and(|r| r.ifindex == h.ingress_ifindex())
+}
+
+/// Whether the packet, or each of its GSO segments, fits the MTU of `ifindex` and `limit`
+/// (a route's own MTU; 0 for none).
+#[inline(always)]
+fn fits<H: Hook>(h: &H, ip: &Ipv6, ifindex: u32, limit: u32) -> bool {
+    match parse::segment_len_v6(h, ip) {
+        Some(len) => (limit == 0 || len <= limit) && h.fits_mtu(ifindex, len),
+        None => false,
+    }
+}
+
+/// Forwarding along a route from the trie.
+#[inline(always)]
+fn via_route<H: Hook>(h: &H, ip: &Ipv6, route: &RouteV6, why: u32) -> Action {
+    if !fits(h, ip, route.ifindex, route.mtu) {
+        return Action::Pass(reason::PASS_MTU);
+    }
+    if route.flags & ROUTE_F_RESOLVED == 0 {
+        return Action::Neigh {
+            ifindex: route.ifindex,
+            nh: Nexthop::V6(route.node_ip),
+        };
+    }
+    Action::Redirect {
+        reason: why,
+        ifindex: route.ifindex,
+        dmac: route.node_mac,
+        smac: route.uplink_mac,
+    }
+}
+
+/// TC on a bridge port or the bridge: a packet a pod sends.
+#[inline(always)]
+pub fn egress(ctx: &TcContext, h: &impl Hook, cfg: &Config, state: &State) -> Action {
+    // Reverse path: the source is a pod of this node, as for IPv4.
+    let ip = match forwardable(h, state, &state.bridge_mac, |ip| {
+        endpoint_v6(&ip.src).is_some()
+    }) {
+        Ok(ip) => ip,
+        Err(why) => return Action::Pass(why),
+    };
+    let action = match route_v6(&ip.dst) {
+        Some(route) => via_route(h, &ip, route, reason::FAST_EGRESS),
+        // As for IPv4: ask the FIB as the bridge.
+        None => fib(ctx, cfg.bridge_ifindex, &ip, cfg),
+    };
+    gated(action, || {
+        ct::gate_v6(
+            h,
+            ctx.as_ptr(),
+            ct::Kind::Skb,
+            hook::EGRESS,
+            &ip,
+            cfg,
+            state,
+        )
+    })
+}
+
+/// TC on the uplink: a packet from another node.
+#[inline(always)]
+pub fn ingress(ctx: &TcContext, h: &impl Hook, cfg: &Config, state: &State) -> Action {
+    let ip = match forwardable(h, state, &state.uplink_mac, |ip| rpf_uplink(h, ip)) {
+        Ok(ip) => ip,
+        Err(why) => return Action::Pass(why),
+    };
+    let action = if let Some(ep) = endpoint_v6(&ip.dst) {
+        if fits(h, &ip, ep.ifindex, 0) {
+            Action::Peer {
+                ifindex: ep.ifindex,
+                dmac: ep.mac,
+                smac: state.bridge_mac,
+            }
+        } else {
+            Action::Pass(reason::PASS_MTU)
+        }
+    } else {
+        match route_v6(&ip.dst) {
+            Some(route) => via_route(h, &ip, route, reason::FAST_TRANSIT),
+            None => fib(ctx, h.ingress_ifindex(), &ip, cfg),
+        }
+    };
+    gated(action, || {
+        ct::gate_v6(
+            h,
+            ctx.as_ptr(),
+            ct::Kind::Skb,
+            hook::INGRESS_TC,
+            &ip,
+            cfg,
+            state,
+        )
+    })
+}
+
+/// XDP on the uplink: transit traffic for another node's pods goes straight back out with
+/// `XDP_TX` when the uplink can send XDP frames; everything else is left to the TC hook.
+#[inline(always)]
+pub fn ingress_xdp(
+    h: &impl Hook,
+    ctx: *mut core::ffi::c_void,
+    cfg: &Config,
+    state: &State,
+) -> Action {
+    let ip = match forwardable(h, state, &state.uplink_mac, |ip| rpf_uplink(h, ip)) {
+        Ok(ip) => ip,
+        Err(why) => return Action::Pass(why),
+    };
+    if cfg.flags & CONFIG_F_XDP_TX == 0 || endpoint_v6(&ip.dst).is_some() {
+        return Action::Pass(reason::HANDOFF_TC);
+    }
+    let action = match route_v6(&ip.dst) {
+        Some(route)
+            if route.ifindex == h.ingress_ifindex() && route.flags & ROUTE_F_RESOLVED != 0 =>
+        {
+            via_route(h, &ip, route, reason::FAST_TRANSIT)
+        }
+        _ => Action::Pass(reason::HANDOFF_TC),
+    };
+    gated(action, || {
+        ct::gate_v6(h, ctx, ct::Kind::Xdp, hook::INGRESS_XDP, &ip, cfg, state)
+    })
+}
+
+/// A miss in the maps: ask the kernel's FIB, as a packet received on `iif`, when the fallback
+/// is on.
+#[inline(always)]
+fn fib(ctx: &TcContext, iif: u32, ip: &Ipv6, cfg: &Config) -> Action {
+    if cfg.flags & CONFIG_F_FIB_FALLBACK == 0 {
+        return Action::Pass(reason::PASS_NO_ROUTE);
+    }
+    // SAFETY: bpf_fib_lookup is plain data; all-zero is a valid value.
+    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    p.family = AF_INET6;
+    p.l4_protocol = ip.next;
+    // tot_len stays 0: the kernel then checks the MTU against the skb, GSO-aware
+    // (is_skb_forwardable), as for IPv4.
+    p.__bindgen_anon_2.flowinfo = u32::from_ne_bytes(ip.flowinfo);
+    p.ifindex = iif;
+    p.__bindgen_anon_3.ipv6_src = words(&ip.src);
+    p.__bindgen_anon_4.ipv6_dst = words(&ip.dst);
+    // SAFETY: `p` is a valid, fully initialised lookup structure of the size passed.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            &raw mut p,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    match rc as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => Action::Redirect {
+            reason: reason::FIB_FORWARD,
+            ifindex: p.ifindex,
+            dmac: p.dmac,
+            smac: p.smac,
+        },
+        BPF_FIB_LKUP_RET_NO_NEIGH => Action::Neigh {
+            ifindex: p.ifindex,
+            // SAFETY: for IPv6 lookups the kernel writes the next hop into `ipv6_dst`.
+            nh: Nexthop::V6(bytes(&unsafe { p.__bindgen_anon_4.ipv6_dst })),
+        },
+        BPF_FIB_LKUP_RET_NOT_FWDED => Action::Pass(reason::PASS_NOT_FWDED),
+        BPF_FIB_LKUP_RET_FWD_DISABLED => Action::Pass(reason::PASS_FWD_DISABLED),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Action::Pass(reason::PASS_MTU),
+        _ => Action::Pass(reason::PASS_NO_ROUTE),
+    }
+}
+
+/// An address in network byte order as the four 32-bit words the kernel's structures hold.
+#[inline(always)]
+pub fn words(a: &[u8; 16]) -> [u32; 4] {
+    // SAFETY: both are 16 bytes of plain data, every bit pattern valid; the words keep the
+    // bytes in memory order, which is what the kernel reads.
+    unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(*a) }
+}
+
+/// [`words`] back into bytes.
+#[inline(always)]
+fn bytes(w: &[u32; 4]) -> [u8; 16] {
+    // SAFETY: as above.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(*w) }
+}
