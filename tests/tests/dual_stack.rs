@@ -110,8 +110,10 @@ fn fast_path_ipv6_tcp_transfer_arrives_intact() {
         t.mbit_per_s(),
         grew.nonzero()
     );
+    // Segments travel as GSO super-packets of up to 64 KiB: 32 MiB is some 500 of them, plus
+    // the acknowledgements.
     assert!(
-        grew.fast_in(family::IPV6) >= 1000,
+        grew.fast_in(family::IPV6) >= 200,
         "n1's programs forwarded {} IPv6 packets of two 16 MiB transfers\n{}",
         grew.fast_in(family::IPV6),
         lab.all_agent_logs()
