@@ -179,6 +179,26 @@ impl Ipv6Frame {
         self
     }
 
+    /// The frame with a correct UDP checksum in its payload (a UDP header right after the
+    /// fixed header). IPv6 makes the UDP checksum mandatory: conntrack marks a datagram with a
+    /// wrong one invalid.
+    #[must_use]
+    pub fn with_udp_checksum(mut self) -> Self {
+        assert!(
+            self.next == 17 && self.ext.is_empty() && self.payload.len() >= 8,
+            "not a plain UDP packet"
+        );
+        self.payload[6..8].fill(0);
+        let sum = ones_complement_sum(&pseudo_header_v6(&self.src, &self.dst, 17, &self.payload));
+        // A computed zero is sent as all ones (RFC 8200 §8.1).
+        let check = match !sum {
+            0 => 0xffff,
+            c => c,
+        };
+        self.payload[6..8].copy_from_slice(&check.to_be_bytes());
+        self
+    }
+
     /// The frame's bytes.
     pub fn bytes(&self) -> Vec<u8> {
         let len = self.ext.len() + self.payload.len();
@@ -199,6 +219,29 @@ impl Ipv6Frame {
         f.extend_from_slice(&self.payload);
         f
     }
+}
+
+/// The IPv6 pseudo-header (RFC 8200 §8.1) of an upper-layer `segment`, followed by it.
+fn pseudo_header_v6(src: &[u8; 16], dst: &[u8; 16], next: u8, segment: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(40 + segment.len());
+    v.extend_from_slice(src);
+    v.extend_from_slice(dst);
+    v.extend_from_slice(&(segment.len() as u32).to_be_bytes());
+    v.extend_from_slice(&[0, 0, 0, next]);
+    v.extend_from_slice(segment);
+    v
+}
+
+/// The 16-bit ones' complement sum of `data` (RFC 1071), an odd last byte padded with zero.
+fn ones_complement_sum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|p| u32::from(u16::from_be_bytes([p[0], *p.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
 }
 
 /// The checksum an IPv4 header must carry, computed from scratch (the checksum field itself is
@@ -244,6 +287,32 @@ mod tests {
             0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
         assert_eq!(ipv4_checksum(&header), 0xb861);
+    }
+
+    #[test]
+    fn ipv6_udp_checksum_verifies() {
+        let src = [0xfd, 0, 0, 0x10, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2];
+        let dst = [0xfd, 0, 0, 0x10, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2];
+        for data in [0, 1, 17, 1400] {
+            let f = Ipv6Frame::udp([2; 6], [4; 6], src, dst, data).with_udp_checksum();
+            let bytes = f.bytes();
+            let segment = &bytes[ETH_LEN + IPV6_LEN..];
+            assert_ne!(
+                segment[6..8],
+                [0, 0],
+                "a zero UDP checksum is not allowed in IPv6"
+            );
+            // A receiver's check: the sum over pseudo-header and segment, checksum included.
+            let sum = ones_complement_sum(&pseudo_header_v6(&src, &dst, 17, segment));
+            assert_eq!(sum, 0xffff, "{data} bytes of data");
+            // And a changed byte breaks it.
+            let mut bad = segment.to_vec();
+            *bad.last_mut().unwrap() ^= 0x40;
+            assert_ne!(
+                ones_complement_sum(&pseudo_header_v6(&src, &dst, 17, &bad)),
+                0xffff
+            );
+        }
     }
 
     #[test]

@@ -16,8 +16,9 @@
 //!   context (`ingress_ifindex`), in batches, until `repeat` frames were sent or the calling
 //!   thread gets a signal. The rewrite is needed because pages are recycled without copying
 //!   `data_in` again, and the forwarder under test rewrites MACs and TTL in place.
-//! - [`Sink`]: counts IPv4/UDP frames in a one-entry per-CPU array and drops them (`XDP_DROP` or
-//!   `TC_ACT_SHOT`); every other frame (ARP above all) passes, so neighbours stay resolved.
+//! - [`Sink`]: counts IPv4/UDP and IPv6/UDP frames in a one-entry per-CPU array and drops them
+//!   (`XDP_DROP` or `TC_ACT_SHOT`); every other frame (ARP and neighbour discovery above all)
+//!   passes, so neighbours stay resolved.
 
 use std::{
     ffi::CStr,
@@ -283,7 +284,8 @@ const R4: u8 = 4;
 const R5: u8 = 5;
 const R10: u8 = 10;
 
-/// Bytes of the frame the generator rewrites on every run: Ethernet and IPv4 headers.
+/// Bytes of the frame the generator rewrites on every run: Ethernet and IPv4 headers (of an
+/// IPv6 frame, the first 20 bytes of its header, hop limit included).
 pub const HEADER_LEN: usize = 34;
 
 const XDP_DROP: i32 = 1;
@@ -464,12 +466,16 @@ impl Sink {
             ldx_w(R3, R1, data_end), // r3 = data_end
             mov_x(R4, R2),
             add_k(R4, HEADER_LEN as i32),
-            jgt_x(R4, R3, 15),   // shorter than Ethernet + IPv4: pass
-            ldx_h(R5, R2, 12),   // r5 = ethertype (as stored, little-endian load)
-            jne_k(R5, 0x08, 13), // not 0x0800 (IPv4): pass
-            ldx_b(R5, R2, 23),   // r5 = IPv4 protocol
-            jne_k(R5, 17, 11),   // not UDP: pass
-            st_w(R10, -4, 0),    // key = 0 on the stack
+            // Shorter than Ethernet + IPv4 (which covers IPv6's next header too): pass.
+            jgt_x(R4, R3, 18),
+            ldx_h(R5, R2, 12),     // r5 = ethertype (as stored, little-endian load)
+            jne_k(R5, 0x08, 2),    // not 0x0800 (IPv4): to the IPv6 check
+            ldx_b(R5, R2, 23),     // r5 = IPv4 protocol
+            jeq_k(R5, 17, 3),      // UDP: count
+            jne_k(R5, 0xdd86, 13), // not 0x86dd (IPv6; an IPv4 protocol never matches): pass
+            ldx_b(R5, R2, 20),     // r5 = IPv6 next header
+            jne_k(R5, 17, 11),     // not UDP: pass
+            st_w(R10, -4, 0),      // key = 0 on the stack
             mov_x(R2, R10),
             add_k(R2, -4),
         ];

@@ -25,7 +25,7 @@ use std::{
 };
 
 use aya::maps::{Array, MapData};
-use hostgw_common::{STATE_F_FORWARD_V4, State};
+use hostgw_common::{STATE_F_FORWARD_V4, STATE_F_FORWARD_V6, State};
 
 use super::{
     bpf::{BpfError, Generator, Sink, SinkKind},
@@ -228,11 +228,16 @@ impl Session {
     }
 }
 
-/// The forwarding bit of a node's pinned `STATE` map.
+/// The forwarding bits (IPv4 and IPv6) of a node's pinned `STATE` map.
 struct Toggle {
     path: PathBuf,
     map: Array<MapData, State>,
+    /// The flags as the agent wrote them: "on" turns on the forwarding bits set here, and
+    /// drop leaves them so.
+    agent_flags: u32,
 }
+
+const FORWARD_BITS: u32 = STATE_F_FORWARD_V4 | STATE_F_FORWARD_V6;
 
 impl Toggle {
     fn open(path: &FsPath) -> Result<Self, FwdError> {
@@ -242,10 +247,12 @@ impl Toggle {
         };
         let data = MapData::from_pin(path).map_err(|e| err(e.to_string()))?;
         let map = aya::maps::Map::Array(data);
-        let map = Array::try_from(map).map_err(|e| err(e.to_string()))?;
+        let map: Array<MapData, State> = Array::try_from(map).map_err(|e| err(e.to_string()))?;
+        let agent_flags = map.get(&0, 0).map_err(|e| err(e.to_string()))?.flags;
         Ok(Self {
             path: path.to_path_buf(),
             map,
+            agent_flags,
         })
     }
 
@@ -256,9 +263,9 @@ impl Toggle {
         };
         let mut state = self.map.get(&0, 0).map_err(|e| err(e.to_string()))?;
         if fast {
-            state.flags |= STATE_F_FORWARD_V4;
+            state.flags |= FORWARD_BITS & self.agent_flags;
         } else {
-            state.flags &= !STATE_F_FORWARD_V4;
+            state.flags &= !FORWARD_BITS;
         }
         self.map.set(0, state, 0).map_err(|e| err(e.to_string()))
     }
@@ -266,9 +273,8 @@ impl Toggle {
 
 impl Drop for Toggle {
     fn drop(&mut self) {
-        // The agent wrote the bit on; leave it as the agent expects it.
         if let Err(e) = self.set(true) {
-            eprintln!("warning: restoring the forwarding bit: {e}");
+            eprintln!("warning: restoring the forwarding bits: {e}");
         }
     }
 }

@@ -156,10 +156,11 @@ impl Variant {
     }
 }
 
-/// One forwarding figure: frame size and direction, every session of every variant.
+/// One forwarding figure: family, frame size and direction, every session of every variant.
 #[derive(Debug, Clone)]
 pub struct FwdFigure {
     pub direction: Direction,
+    pub family: Family,
     pub len: usize,
     pub sessions: Vec<(Variant, Session)>,
 }
@@ -202,6 +203,8 @@ pub struct Results {
 /// and a full 1500-byte IP packet.
 pub const SMALL: usize = 60;
 pub const LARGE: usize = 1514;
+/// The smallest IPv6 UDP frame: 14 + 40 + 8 bytes, a 48-byte IP packet.
+pub const SMALL6: usize = 62;
 
 fn say(msg: &str) {
     eprintln!("bench: {msg}");
@@ -269,8 +272,9 @@ impl Labs {
         let fast = Lab::start("bf", &Spec::new(2, 1, Mode::FastPath));
         let mut gate = Lab::start("bg", &Spec::new(2, 1, Mode::FastPath));
         for i in 1..=2 {
-            // Connection tracking in the forward hook, as on a node with kube-proxy.
-            let ruleset = "table ip hgwbench {\n chain forward {\n  type filter hook forward \
+            // Connection tracking in the forward hook of both families, as on a node with
+            // kube-proxy.
+            let ruleset = "table inet hgwbench {\n chain forward {\n  type filter hook forward \
                            priority 0; policy accept;\n  ct state invalid drop\n }\n}\n";
             if let Err(e) = host::ns_sh(
                 gate.node(i).netns(),
@@ -376,15 +380,18 @@ fn forwarding(labs: &Labs, opts: &Options, r: &mut Results) {
         seconds: opts.plain_seconds,
     };
     let figures = [
-        (Direction::Egress, SMALL),
-        (Direction::Ingress, SMALL),
-        (Direction::Egress, LARGE),
-        (Direction::Ingress, LARGE),
+        (Direction::Egress, Family::V4, SMALL),
+        (Direction::Ingress, Family::V4, SMALL),
+        (Direction::Egress, Family::V4, LARGE),
+        (Direction::Ingress, Family::V4, LARGE),
+        (Direction::Egress, Family::V6, SMALL6),
+        (Direction::Ingress, Family::V6, SMALL6),
     ];
     r.forwarding = figures
         .iter()
-        .map(|&(direction, len)| FwdFigure {
+        .map(|&(direction, family, len)| FwdFigure {
             direction,
+            family,
             len,
             sessions: Vec::new(),
         })
@@ -406,7 +413,7 @@ fn forwarding(labs: &Labs, opts: &Options, r: &mut Results) {
     for run in 1..=opts.runs {
         for fig in &mut r.forwarding {
             for (variant, lab) in labs.all() {
-                let path = paths::lab_path(lab, fig.direction, fig.len);
+                let path = paths::lab_path(lab, fig.direction, fig.family, fig.len);
                 let timing = if variant == Variant::Kernel {
                     plain
                 } else {

@@ -13,11 +13,11 @@
 //!   `bpf_redirect_peer` delivers never passes the pod's XDP hook).
 //! - Ceiling: generator and sink on the two ends of one veth pair, nothing in between.
 
-use super::{bpf::SinkKind, fwd::Path};
+use super::{Family, bpf::SinkKind, fwd::Path};
 use crate::{
     Netns,
-    frame::Ipv4Frame,
-    lab::{self, Lab, Mode},
+    frame::{Ipv4Frame, Ipv6Frame},
+    lab::{self, Lab, Mode, Pod},
 };
 
 /// Which way through the forwarder.
@@ -45,20 +45,32 @@ pub fn udp_frame(dmac: [u8; 6], smac: [u8; 6], src: [u8; 4], dst: [u8; 4], len: 
     Ipv4Frame::udp(dmac, smac, src, dst, len - 14 - 20 - 8).bytes()
 }
 
+/// [`udp_frame`] over IPv6: hop limit 64 and a valid UDP checksum (mandatory in IPv6).
+pub fn udp6_frame(
+    dmac: [u8; 6],
+    smac: [u8; 6],
+    src: [u8; 16],
+    dst: [u8; 16],
+    len: usize,
+) -> Vec<u8> {
+    assert!(len >= 62, "IPv6 UDP frames are at least 62 bytes");
+    Ipv6Frame::udp(dmac, smac, src, dst, len - 14 - 40 - 8)
+        .with_udp_checksum()
+        .bytes()
+}
+
 /// The path of `direction` through lab `lab` (2 nodes, at least 1 pod each), with `len`-byte
-/// frames; fast-path labs toggle the forwarding node's programs.
-pub fn lab_path(lab: &Lab, direction: Direction, len: usize) -> Path {
+/// frames of `family`; fast-path labs toggle the forwarding node's programs.
+pub fn lab_path(lab: &Lab, direction: Direction, family: Family, len: usize) -> Path {
     let (p1, p2) = (lab.pod(1, 1), lab.pod(2, 1));
+    let frame = |dmac, smac, from: &Pod, to: &Pod| match family {
+        Family::V4 => udp_frame(dmac, smac, from.ip().octets(), to.ip().octets(), len),
+        Family::V6 => udp6_frame(dmac, smac, from.ip6().octets(), to.ip6().octets(), len),
+    };
     let (forwarder, frame, source, rx, sink, sink_kind) = match direction {
         Direction::Egress => (
             lab.node(1),
-            udp_frame(
-                lab::bridge_mac(1),
-                p1.mac(),
-                p1.ip().octets(),
-                p2.ip().octets(),
-                len,
-            ),
+            frame(lab::bridge_mac(1), p1.mac(), p1, p2),
             (p1.netns().to_owned(), "eth0".to_owned()),
             (lab.node(1).netns().to_owned(), p1.host_veth()),
             (lab.switch_netns().to_owned(), "port-n1".to_owned()),
@@ -66,13 +78,7 @@ pub fn lab_path(lab: &Lab, direction: Direction, len: usize) -> Path {
         ),
         Direction::Ingress => (
             lab.node(2),
-            udp_frame(
-                lab.node(2).uplink_mac(),
-                lab.node(1).uplink_mac(),
-                p1.ip().octets(),
-                p2.ip().octets(),
-                len,
-            ),
+            frame(lab.node(2).uplink_mac(), lab.node(1).uplink_mac(), p1, p2),
             (lab.switch_netns().to_owned(), "port-n2".to_owned()),
             (lab.node(2).netns().to_owned(), lab::UPLINK.to_owned()),
             (p2.netns().to_owned(), "eth0".to_owned()),
@@ -80,7 +86,12 @@ pub fn lab_path(lab: &Lab, direction: Direction, len: usize) -> Path {
         ),
     };
     Path {
-        label: format!("{} {len} B on lab {}", direction.name(), lab.name()),
+        label: format!(
+            "{} {} {len} B on lab {}",
+            direction.name(),
+            family.label(),
+            lab.name()
+        ),
         source,
         rx,
         sink,

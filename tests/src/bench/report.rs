@@ -7,7 +7,7 @@
 use std::{fmt::Write as _, path::Path};
 
 use super::{
-    LARGE, Results, SMALL, Variant,
+    Family, LARGE, Results, SMALL, Variant,
     bpf::SinkKind,
     fwd::{Evidence, Session},
     paths::Direction,
@@ -107,10 +107,19 @@ fn ip_size(len: usize) -> usize {
     if len == SMALL { 64 } else { len - 14 }
 }
 
+/// A forwarding figure's name: its direction, and the family when it is IPv6.
+fn figure_name(direction: Direction, family: Family) -> String {
+    match family {
+        Family::V4 => direction.name().to_owned(),
+        Family::V6 => format!("{} IPv6", direction.name()),
+    }
+}
+
 /// One forwarding figure, summarised.
 #[derive(Debug, Clone)]
 pub struct FwdSummary {
     pub direction: Direction,
+    pub family: Family,
     pub len: usize,
     pub unit: Unit,
     /// Kernel-only lab.
@@ -151,6 +160,7 @@ pub fn forwarding(r: &Results) -> Vec<FwdSummary> {
             };
             FwdSummary {
                 direction: f.direction,
+                family: f.family,
                 len: f.len,
                 unit,
                 kernel: sum(Variant::Kernel, &rate(false)),
@@ -389,7 +399,10 @@ fn fmt_ratio(s: Option<Summary>) -> String {
 pub fn targets(r: &Results) -> Vec<Target> {
     let fwd = forwarding(r);
     let ceil = ceilings(r);
-    let small = |d: Direction| fwd.iter().find(|f| f.direction == d && f.len == SMALL);
+    let small = |d: Direction| {
+        fwd.iter()
+            .find(|f| f.direction == d && f.family == Family::V4 && f.len == SMALL)
+    };
     let mut out = Vec::new();
     for d in [Direction::Egress, Direction::Ingress] {
         let f = small(d);
@@ -531,7 +544,7 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             m,
             "| Forwarding per core, {}, {} B packets ({}) | {} | {} | {} | {} | {} |",
-            f.direction.name(),
+            figure_name(f.direction, f.family),
             ip_size(f.len),
             f.unit.name(),
             cell(f.kernel, 2),
@@ -619,7 +632,7 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             m,
             "| {} {} B ({}) | {} | {} | {} | {} | {} | {} | {} |",
-            f.direction.name(),
+            figure_name(f.direction, f.family),
             ip_size(f.len),
             f.unit.name(),
             cell(f.kernel, 2),
@@ -659,7 +672,7 @@ pub fn markdown(r: &Results) -> String {
                 let _ = writeln!(
                     m,
                     "| {} {} B | {} | {} |",
-                    f.direction.name(),
+                    figure_name(f.direction, f.family),
                     ip_size(f.len),
                     v.label(),
                     evidence_cells(&s)
@@ -721,7 +734,7 @@ fn where_the_time_goes(m: &mut String, r: &Results) {
                  program, the redirect and the transmit to the sink; the kernel path spends \
                  {:.0} ns after that same receive path. A TC fast path here can be at most \
                  {:.2}× the kernel path even if the program and transmit cost nothing.",
-                f.direction.name(),
+                figure_name(f.direction, f.family),
                 fa - floor,
                 k - floor,
                 k / floor
@@ -795,7 +808,7 @@ fn panels(r: &Results) -> Vec<Panel> {
             .filter(|f| f.len == len)
             .map(|f| {
                 (
-                    f.direction.name().to_owned(),
+                    figure_name(f.direction, f.family),
                     vec![f.kernel, f.fast, f.gate],
                 )
             })
