@@ -20,6 +20,12 @@
 //!   measured slower in the prototype (2.34×) and needs NAPI on the pod's side of the veth, which is the pod's
 //!   namespace and not ours to configure; without it the kernel drops the frame.
 //!
+//! Each family's path on each hook is a BPF subprogram of its own (`egress_v4`, `egress_v6`,
+//! ...), called from the entry point once the family is known: inlined into one function, the
+//! two paths' locals exceeded the 512-byte stack, while as subprograms each gets its own frame
+//! and only one of them is on the stack at a time. The IPv6 path is the larger: it reads its
+//! header in place and its routes from the map rather than copying them, to fit.
+//!
 //! Every error path and every unproven case ends in "hand to the stack unchanged".
 #![expect(
     clippy::needless_pass_by_value,
@@ -99,9 +105,6 @@ pub fn hostgw_xdp(ctx: XdpContext) -> u32 {
         }
     }
 }
-
-// One function per family and hook, each a BPF subprogram with its own stack frame: inlined
-// into one program, the IPv4 and IPv6 paths together would not fit the 512-byte stack.
 
 /// [`hostgw_egress`] for an IPv4 frame.
 #[inline(never)]
