@@ -277,11 +277,10 @@ pub fn desired(items: &[Item], local: &Local) -> Desired {
         }
     }
     let ours: BTreeSet<IpAddr> = local.uplink_addrs.iter().map(IpNet::addr).collect();
-    let mut taken: Vec<(IpNet, String)> = out
-        .local_cidrs
-        .iter()
-        .map(|c| (*c, local.node_name.clone()))
-        .collect();
+    let mut taken = Taken::default();
+    for cidr in &out.local_cidrs {
+        taken.insert(*cidr, &local.node_name);
+    }
 
     for (i, node) in nodes.iter().enumerate() {
         if Some(i) == me {
@@ -298,10 +297,10 @@ pub fn desired(items: &[Item], local: &Local) -> Desired {
             };
             let remote = next_hop(node, family, local, &ours).and_then(|via| {
                 for cidr in &cidrs {
-                    if let Some((_, with)) = taken.iter().find(|(t, _)| overlaps(*t, *cidr)) {
+                    if let Some(with) = taken.overlapping(*cidr) {
                         return Err(SkipReason::Overlap {
                             cidr: *cidr,
-                            with: with.clone(),
+                            with: with.to_owned(),
                         });
                     }
                 }
@@ -310,7 +309,7 @@ pub fn desired(items: &[Item], local: &Local) -> Desired {
             match remote {
                 Ok(via) => {
                     for cidr in cidrs {
-                        taken.push((cidr, node.name.clone()));
+                        taken.insert(cidr, &node.name);
                         out.routes.insert(
                             cidr,
                             Remote {
@@ -392,8 +391,41 @@ pub fn is_link_local(ip: IpAddr) -> bool {
     matches!(ip, IpAddr::V6(a) if a.is_unicast_link_local())
 }
 
-fn overlaps(a: IpNet, b: IpNet) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
+/// The pod CIDRs given out so far, with their owners, kept disjoint and ordered by network
+/// address: finding an overlap is two ordered lookups instead of a scan of every node (the
+/// difference between milliseconds and a quarter of a second per round at 5,000 nodes).
+#[derive(Debug, Default)]
+struct Taken<'a> {
+    /// Network address → (CIDR, owner, order of insertion).
+    by_start: BTreeMap<IpAddr, (IpNet, &'a str, usize)>,
+}
+
+impl<'a> Taken<'a> {
+    /// The owner of the earliest-given CIDR that overlaps `cidr`, if any.
+    fn overlapping(&self, cidr: IpNet) -> Option<&'a str> {
+        // The CIDRs are disjoint, so only the last one starting at or before `cidr` can
+        // contain it; every one starting inside it is contained in it.
+        let before = self
+            .by_start
+            .range(..=cidr.network())
+            .next_back()
+            .filter(|(_, (t, _, _))| t.contains(&cidr.network()));
+        let inside = self.by_start.range(cidr.network()..=cidr.broadcast());
+        before
+            .into_iter()
+            .chain(inside)
+            .min_by_key(|(_, (_, _, order))| *order)
+            .map(|(_, (_, owner, _))| *owner)
+    }
+
+    /// Gives out `cidr` to `owner`; a CIDR overlapping one already given out (a node listing
+    /// overlapping CIDRs of its own) is not recorded twice.
+    fn insert(&mut self, cidr: IpNet, owner: &'a str) {
+        if self.overlapping(cidr).is_none() {
+            let order = self.by_start.len();
+            self.by_start.insert(cidr.network(), (cidr, owner, order));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -547,6 +579,31 @@ mod tests {
             overlap.reason.to_string(),
             "pod CIDR 10.1.27.128/25 overlaps node good's"
         );
+    }
+
+    #[test]
+    fn taken_finds_every_kind_of_overlap() {
+        let mut t = Taken::default();
+        t.insert(net("10.1.27.0/24"), "a");
+        t.insert(net("10.1.29.0/24"), "b");
+        t.insert(net("fd00:10:27::/64"), "c");
+        // Contained in one, containing one or several (the earliest given wins), equal.
+        assert_eq!(t.overlapping(net("10.1.27.128/25")), Some("a"));
+        assert_eq!(t.overlapping(net("10.1.24.0/22")), Some("a"));
+        assert_eq!(t.overlapping(net("10.1.28.0/22")), Some("b"));
+        assert_eq!(t.overlapping(net("10.1.29.0/24")), Some("b"));
+        assert_eq!(t.overlapping(net("10.0.0.0/8")), Some("a"));
+        assert_eq!(t.overlapping(net("fd00:10:27::/48")), Some("c"));
+        assert_eq!(t.overlapping(net("fd00:10:27:0:8000::/65")), Some("c"));
+        // Neighbours and the other family do not overlap.
+        assert_eq!(t.overlapping(net("10.1.28.0/24")), None);
+        assert_eq!(t.overlapping(net("10.1.26.0/24")), None);
+        assert_eq!(t.overlapping(net("10.1.30.0/23")), None);
+        assert_eq!(t.overlapping(net("fd00:10:28::/64")), None);
+        assert_eq!(t.overlapping(net("::/0")), Some("c"));
+        // A CIDR overlapping one already given out is not recorded again.
+        t.insert(net("10.1.0.0/16"), "d");
+        assert_eq!(t.overlapping(net("10.1.200.0/24")), None);
     }
 
     #[test]
