@@ -313,8 +313,8 @@ fn walk(lab: &Lab, megabytes: u64) -> Result<(), Interrupted> {
     step()?;
     heading("5. Who forwarded: the programs (STATS) next to the kernel's forwarding counters");
     println!(
-        "    {:<6} {:>12} {:>16} {:>12} {:>16}   by reason",
-        "node", "fast IPv4", "ForwDatagrams", "fast IPv6", "Ip6OutForwDgrams"
+        "    {:<6} {:>10} {:>14} {:>10} {:>20}   by reason",
+        "node", "fast IPv4", "ForwDatagrams", "fast IPv6", "Ip6OutForwDatagrams"
     );
     for i in 1..=n {
         let c = lab.fast_path_counters(i);
@@ -333,7 +333,7 @@ fn walk(lab: &Lab, megabytes: u64) -> Result<(), Interrupted> {
             ("-".to_owned(), "-".to_owned())
         };
         println!(
-            "    {:<6} {:>12} {:>16} {fast6:>12} {forw6:>16}   {detail}",
+            "    {:<6} {:>10} {:>14} {fast6:>10} {forw6:>20}   {detail}",
             lab.node(i).name(),
             c.fast_in(family::IPV4),
             lab.snmp_forwarded(i),
@@ -404,6 +404,11 @@ fn print_keep(lab: &Lab) {
         lab.switch_netns().trim_end_matches("-sw")
     );
     println!("    ip netns exec {} ping {}", src.netns(), dst.ip());
+    println!(
+        "    ip netns exec {} traceroute -n {}",
+        src.netns(),
+        dst.ip()
+    );
     if lab.ipv6() {
         println!("    ip netns exec {} ping {}", src.netns(), dst.ip6());
         println!(
@@ -412,11 +417,6 @@ fn print_keep(lab: &Lab) {
             dst.ip6()
         );
     }
-    println!(
-        "    ip netns exec {} traceroute -n {}",
-        src.netns(),
-        dst.ip()
-    );
     println!("    ip -n {} route", n1.netns());
     println!("    ip -n {} -6 route", n1.netns());
     println!("    ip -n {} neigh", n1.netns());
