@@ -213,11 +213,11 @@ fn to_json(path: &Path, text: &str) -> Result<serde_json::Value, NodesFileError>
     if text.trim_start().starts_with('{') {
         return serde_json::from_str(text).map_err(|e| syntax(e.line(), e.column(), e.to_string()));
     }
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
+    // Straight into a JSON value: no intermediate YAML tree to build, convert and free.
+    serde_yaml_ng::from_str(text).map_err(|e| {
         let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
         syntax(line, column, e.to_string())
-    })?;
-    serde_json::to_value(value).map_err(|e| syntax(0, 0, format!("not representable as JSON: {e}")))
+    })
 }
 
 #[cfg(test)]
@@ -370,6 +370,32 @@ metadata:
 
         let e = p("{\"apiVersion\": \"v1\",\n \"kind\": }").unwrap_err();
         assert!(matches!(e, NodesFileError::Syntax { line: 2, .. }), "{e}");
+
+        // YAML that JSON cannot hold (a mapping as a key) is refused where it is.
+        let e = p("apiVersion: v1\nkind: List\nitems:\n- ? {a: 1}\n  : b\n").unwrap_err();
+        let NodesFileError::Syntax { line, .. } = &e else {
+            panic!("not a syntax error: {e}");
+        };
+        assert!(*line >= 4, "line {line}: {e}");
+    }
+
+    #[test]
+    fn yaml_scalars_keep_their_json_types() {
+        let items = p(
+            "apiVersion: v1\nkind: List\nmetadata:\n  resourceVersion: \"\"\nitems:\n\
+                       - apiVersion: v1\n  kind: Node\n  metadata:\n    name: n1\n    \
+                       generation: 3\n  spec:\n    unschedulable: true\n    podCIDR: \
+                       10.1.1.0/24\n",
+        )
+        .unwrap();
+        assert_eq!(
+            items,
+            vec![Item::Node(NodeInfo {
+                name: "n1".into(),
+                pod_cidrs: vec!["10.1.1.0/24".into()],
+                internal_ips: vec![],
+            })]
+        );
     }
 
     #[test]
