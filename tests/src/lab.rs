@@ -90,8 +90,9 @@ const TERM_GRACE: Duration = Duration::from_secs(10);
 /// up, so the lab is dropped and torn down promptly.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// Panics when [`INTERRUPTED`] is set: the unwinding tears the lab down.
-fn check_interrupted() {
+/// Panics when [`INTERRUPTED`] is set: the unwinding tears the lab down. Long-running users
+/// of a lab (the benchmark) call it between their steps.
+pub fn check_interrupted() {
     assert!(
         !INTERRUPTED.load(Ordering::Relaxed),
         "interrupted: tearing the lab down"

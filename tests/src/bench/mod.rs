@@ -206,6 +206,13 @@ pub const LARGE: usize = 1514;
 /// The smallest IPv6 UDP frame: 14 + 40 + 8 bytes, a 48-byte IP packet.
 pub const SMALL6: usize = 62;
 
+/// Between two measurements: a signal (Ctrl-C, SIGTERM) ends the benchmark here, and the labs
+/// are torn down as the panic unwinds through them. Every measurement is bounded in time, so
+/// the benchmark stops within one of them.
+fn checkpoint() {
+    crate::lab::check_interrupted();
+}
+
 fn say(msg: &str) {
     eprintln!("bench: {msg}");
 }
@@ -413,6 +420,7 @@ fn forwarding(labs: &Labs, opts: &Options, r: &mut Results) {
     for run in 1..=opts.runs {
         for fig in &mut r.forwarding {
             for (variant, lab) in labs.all() {
+                checkpoint();
                 let path = paths::lab_path(lab, fig.direction, fig.family, fig.len);
                 let timing = if variant == Variant::Kernel {
                     plain
@@ -438,6 +446,7 @@ fn forwarding(labs: &Labs, opts: &Options, r: &mut Results) {
             }
         }
         for c in &mut r.ceilings {
+            checkpoint();
             let path = ceiling.path(c.kind, c.len);
             match fwd::session(&path, plain) {
                 Ok(s) => {
@@ -476,6 +485,7 @@ fn tcp(labs: &Labs, opts: &Options, r: &mut Results) {
     for run in 1..=opts.runs {
         for streams in [1, 4] {
             for (variant, lab) in labs.all() {
+                checkpoint();
                 match traffic::tcp_gbps(lab, Family::V4, streams, opts.tcp_seconds) {
                     Ok(g) => {
                         say(&format!(
@@ -493,6 +503,7 @@ fn tcp(labs: &Labs, opts: &Options, r: &mut Results) {
             }
         }
         for (variant, lab) in labs.all() {
+            checkpoint();
             match traffic::tcp_gbps(lab, Family::V6, 1, opts.tcp_seconds) {
                 Ok(g) => {
                     say(&format!(
@@ -513,6 +524,7 @@ fn tcp(labs: &Labs, opts: &Options, r: &mut Results) {
 fn rr(labs: &Labs, opts: &Options, r: &mut Results) {
     for run in 1..=opts.runs {
         for (variant, lab) in labs.all() {
+            checkpoint();
             match traffic::request_response(lab, fwd::FWD_CPU, opts.rr_time) {
                 Ok(x) => {
                     say(&format!(
@@ -549,6 +561,7 @@ fn control_plane(opts: &Options, r: &mut Results) {
         }
     };
     for run in 1..=opts.runs {
+        checkpoint();
         match node.run(opts.changes) {
             Ok(c) => {
                 say(&format!(
