@@ -99,6 +99,23 @@ pub fn check_interrupted() {
     );
 }
 
+/// An address family of the lab's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// `IPv4` or `IPv6`, for messages and reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::V4 => "IPv4",
+            Self::V6 => "IPv6",
+        }
+    }
+}
+
 /// What runs on the nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -428,6 +445,13 @@ impl Pod {
     /// Its IPv6 address (configured only in a dual-stack lab).
     pub fn ip6(&self) -> Ipv6Addr {
         pod_ip6(self.node, self.index)
+    }
+    /// Its address of `family`.
+    pub fn addr(&self, family: Family) -> IpAddr {
+        match family {
+            Family::V4 => self.ip().into(),
+            Family::V6 => self.ip6().into(),
+        }
     }
     pub fn mac(&self) -> [u8; 6] {
         pod_mac(self.node, self.index)
@@ -1253,6 +1277,15 @@ impl Lab {
             .unwrap_or_else(|| panic!("no Ip: ForwDatagrams in /proc/net/snmp of n{i}:\n{text}"))
     }
 
+    /// Datagrams of `family` node `i`'s kernel stack forwarded: [`Lab::snmp_forwarded`] or
+    /// [`Lab::snmp6_forwarded`].
+    pub fn kernel_forwarded(&self, i: usize, family: Family) -> u64 {
+        match family {
+            Family::V4 => self.snmp_forwarded(i),
+            Family::V6 => self.snmp6_forwarded(i),
+        }
+    }
+
     /// `Ip6OutForwDatagrams` of node `i`: IPv6 datagrams the kernel's stack forwarded.
     pub fn snmp6_forwarded(&self, i: usize) -> u64 {
         let out = sh(self.node(i).ns().command("cat").arg("/proc/net/snmp6"));
@@ -1395,6 +1428,64 @@ impl Lab {
             child: Some(child),
             what,
         }
+    }
+
+    /// Every ordered pair of pods pings over `family`, all pairs at once, three echoes each.
+    /// Returns how many pairs pinged and a line for each pair that did not get every echo.
+    pub fn unanswered_pod_pairs(&self, family: Family) -> (usize, Vec<String>) {
+        let mut jobs = Vec::new();
+        for from in &self.pods {
+            for to in &self.pods {
+                if from.addr(family) != to.addr(family) {
+                    let job = self.ping_spawn(from, to.addr(family), 3, Duration::from_millis(200));
+                    jobs.push((from.label(), to.label(), job));
+                }
+            }
+        }
+        let pairs = jobs.len();
+        let failed = jobs
+            .into_iter()
+            .filter_map(|(from, to, job)| {
+                let stats = job.wait(Duration::from_secs(20));
+                (stats.sent != 3 || stats.received != stats.sent)
+                    .then(|| format!("{from} → {to}: {stats:?}"))
+            })
+            .collect();
+        (pairs, failed)
+    }
+
+    /// Pings pod n1p1 → n2p1 over `family` `count` times at 100 pps after a warm-up of three,
+    /// panicking unless every echo is answered. Returns, for n1 and n2, how many datagrams of
+    /// `family` the kernel's stack forwarded meanwhile ([`Lab::kernel_forwarded`]) and how the
+    /// programs' counters grew (`None` in [`Mode::KernelOnly`]).
+    pub fn forwarding_during_pings(
+        &self,
+        family: Family,
+        count: u32,
+    ) -> [(u64, Option<Counters>); 2] {
+        let (from, to) = (self.pod(1, 1), self.pod(2, 1).addr(family));
+        let ping = |n: u32, interval_ms: u64, what: &str| {
+            let stats = self.ping(from, to, n, Duration::from_millis(interval_ms));
+            assert!(
+                stats.sent == n && stats.received == n,
+                "{what} n1p1 → n2p1 over {}: {stats:?} of {n}\n{}",
+                family.label(),
+                self.all_agent_logs()
+            );
+        };
+        // The warm-up resolves neighbours and lets the agents learn endpoints and MACs.
+        ping(3, 200, "warm-up ping");
+        let counters = |i| (self.mode == Mode::FastPath).then(|| self.fast_path_counters(i));
+        let before = [1, 2].map(|i| (self.kernel_forwarded(i, family), counters(i)));
+        ping(count, 10, "ping");
+        let after = [1, 2].map(|i| (self.kernel_forwarded(i, family), counters(i)));
+        [0, 1].map(|k| {
+            let grew = match (&after[k].1, &before[k].1) {
+                (Some(a), Some(b)) => Some(a.since(b)),
+                _ => None,
+            };
+            (after[k].0 - before[k].0, grew)
+        })
     }
 
     /// The hops of `traceroute -n -q 1 -w 1 -m 8` (with `-6` for an IPv6 `to`) from `from` to

@@ -11,7 +11,7 @@
 use std::{net::Ipv6Addr, time::Duration};
 
 use hostgw_common::counters::{family, hook, reason};
-use hostgw_tests::lab::{self, Lab, Mode, NodeEntry, PingStats, Spec};
+use hostgw_tests::lab::{self, Family, Lab, Mode, NodeEntry, PingStats, Spec};
 
 const NODES: usize = 3;
 const PODS: usize = 2;
@@ -32,24 +32,8 @@ fn assert_pings(lab: &Lab, stats: PingStats, count: u32, what: &str) {
 
 /// Every ordered pair of pods pings over IPv6, all pairs at once; every echo is answered.
 fn every_pod_pair_pings6(lab: &Lab) {
-    let mut jobs = Vec::new();
-    for from in lab.pods() {
-        for to in lab.pods() {
-            if from.ip6() != to.ip6() {
-                let job = lab.ping_spawn(from, to.ip6(), 3, Duration::from_millis(200));
-                jobs.push((from.label(), to.label(), job));
-            }
-        }
-    }
-    assert_eq!(jobs.len(), NODES * PODS * (NODES * PODS - 1));
-    let failed: Vec<String> = jobs
-        .into_iter()
-        .filter_map(|(from, to, job)| {
-            let stats = job.wait(Duration::from_secs(20));
-            (stats.sent != 3 || stats.received != stats.sent)
-                .then(|| format!("{from} → {to}: {stats:?}"))
-        })
-        .collect();
+    let (pairs, failed) = lab.unanswered_pod_pairs(Family::V6);
+    assert_eq!(pairs, NODES * PODS * (NODES * PODS - 1));
     assert!(
         failed.is_empty(),
         "pod pairs that did not ping over IPv6:\n{}\n{}",
@@ -152,26 +136,11 @@ fn fast_path_traceroute6_shows_the_kernel_hops() {
     }
 }
 
-/// Pings n1p1 → n2p1 over IPv6 `count` times at 100 pps after a warm-up; returns the growth
-/// of `Ip6OutForwDatagrams` and of the programs' IPv6 fast counters on n1 and n2 (`None` in
-/// kernel-only mode).
+/// [`Lab::forwarding_during_pings`] over IPv6, with the programs' IPv6 fast counters (`None`
+/// in kernel-only mode).
 fn forwarding_counters6(lab: &Lab, count: u32) -> [(u64, Option<u64>); 2] {
-    let (from, to) = (lab.pod(1, 1), lab.pod(2, 1).ip6());
-    let warm = lab.ping(from, to, 3, Duration::from_millis(200));
-    assert_pings(lab, warm, 3, "warm-up ping -6 n1p1 → n2p1");
-    let fast = |i| (lab.mode() == Mode::FastPath).then(|| lab.fast_path_counters(i));
-    let before = [1, 2].map(|i| (lab.snmp6_forwarded(i), fast(i)));
-    let stats = lab.ping(from, to, count, Duration::from_millis(10));
-    assert_pings(lab, stats, count, "ping -6 n1p1 → n2p1");
-    let after = [1, 2].map(|i| (lab.snmp6_forwarded(i), fast(i)));
-    [0, 1].map(|k| {
-        let forw = after[k].0 - before[k].0;
-        let fast = match (&after[k].1, &before[k].1) {
-            (Some(a), Some(b)) => Some(a.since(b).fast_in(family::IPV6)),
-            _ => None,
-        };
-        (forw, fast)
-    })
+    lab.forwarding_during_pings(Family::V6, count)
+        .map(|(forw, grew)| (forw, grew.map(|c| c.fast_in(family::IPV6))))
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::{
 };
 
 use hostgw_common::{ROUTE_F_RESOLVED, names};
-use hostgw_tests::lab::{self, Lab, Mode, NodeEntry, PingStats, Spec, wait_for};
+use hostgw_tests::lab::{self, Family, Lab, Mode, NodeEntry, PingStats, Spec, wait_for};
 
 const NODES: usize = 3;
 const PODS: usize = 2;
@@ -27,24 +27,8 @@ fn lab(name: &str, mode: Mode) -> Lab {
 
 /// Every ordered pair of pods pings, all pairs at once; every echo is answered.
 fn every_pod_pair_pings(lab: &Lab) {
-    let mut jobs = Vec::new();
-    for from in lab.pods() {
-        for to in lab.pods() {
-            if from.ip() != to.ip() {
-                let job = lab.ping_spawn(from, to.ip(), 3, Duration::from_millis(200));
-                jobs.push((from.label(), to.label(), job));
-            }
-        }
-    }
-    assert_eq!(jobs.len(), NODES * PODS * (NODES * PODS - 1));
-    let failed: Vec<String> = jobs
-        .into_iter()
-        .filter_map(|(from, to, job)| {
-            let stats = job.wait(Duration::from_secs(20));
-            (stats.sent != 3 || stats.received != stats.sent)
-                .then(|| format!("{from} → {to}: {stats:?}"))
-        })
-        .collect();
+    let (pairs, failed) = lab.unanswered_pod_pairs(Family::V4);
+    assert_eq!(pairs, NODES * PODS * (NODES * PODS - 1));
     assert!(
         failed.is_empty(),
         "pod pairs that did not ping:\n{}\n{}",
@@ -130,27 +114,11 @@ fn fast_path_traceroute_shows_the_kernel_hops() {
     assert_eq!(kernel_hops, host_gw_hops(&fast));
 }
 
-/// Pings n1p1 → n2p1 `count` times at 100 pps after a warm-up; returns the growth of
-/// `ForwDatagrams` and of the programs' fast counters on n1 and n2 (fast counters `None` in
+/// [`Lab::forwarding_during_pings`] over IPv4, with the programs' fast counters (`None` in
 /// kernel-only mode).
 fn forwarding_counters(lab: &Lab, count: u32) -> [(u64, Option<u64>); 2] {
-    let (from, to) = (lab.pod(1, 1), lab.pod(2, 1).ip());
-    // Warm-up: neighbours resolved, endpoints and MACs learned.
-    let warm = lab.ping(from, to, 3, Duration::from_millis(200));
-    assert_pings(lab, warm, 3, "warm-up ping n1p1 → n2p1");
-    let fast = |i| (lab.mode() == Mode::FastPath).then(|| lab.fast_path_counters(i));
-    let before = [1, 2].map(|i| (lab.snmp_forwarded(i), fast(i)));
-    let stats = lab.ping(from, to, count, Duration::from_millis(10));
-    assert_pings(lab, stats, count, "ping n1p1 → n2p1");
-    let after = [1, 2].map(|i| (lab.snmp_forwarded(i), fast(i)));
-    [0, 1].map(|k| {
-        let forw = after[k].0 - before[k].0;
-        let fast = match (&after[k].1, &before[k].1) {
-            (Some(a), Some(b)) => Some(a.since(b).fast()),
-            _ => None,
-        };
-        (forw, fast)
-    })
+    lab.forwarding_during_pings(Family::V4, count)
+        .map(|(forw, grew)| (forw, grew.map(|c| c.fast())))
 }
 
 #[test]

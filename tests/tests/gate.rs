@@ -47,7 +47,7 @@ use hostgw_common::{
 };
 use hostgw_tests::{
     Netns,
-    lab::{self, Counters, Lab, Mode, PingStats, Spec, wait_for},
+    lab::{self, Counters, Family, Lab, Mode, PingStats, Spec, wait_for},
 };
 
 const NODES: usize = 2;
@@ -94,29 +94,24 @@ fn assert_pings(lab: &Lab, stats: PingStats, count: u32, what: &str) {
 /// Pings both ways between pod `a` and pod `b` through the kernel, so that neighbours are
 /// resolved and both nodes have learned both pods' endpoints.
 fn warm_up(lab: &Lab, a: (usize, usize), b: (usize, usize)) {
-    warm_up_with(lab, a, b, |p| p.ip().into());
+    warm_up_over(lab, Family::V4, a, b);
 }
 
 /// [`warm_up`] over IPv6.
 fn warm_up6(lab: &Lab, a: (usize, usize), b: (usize, usize)) {
-    warm_up_with(lab, a, b, |p| p.ip6().into());
+    warm_up_over(lab, Family::V6, a, b);
 }
 
-fn warm_up_with(
-    lab: &Lab,
-    a: (usize, usize),
-    b: (usize, usize),
-    addr: impl Fn(&lab::Pod) -> IpAddr,
-) {
+fn warm_up_over(lab: &Lab, family: Family, a: (usize, usize), b: (usize, usize)) {
     let (pa, pb) = (lab.pod(a.0, a.1), lab.pod(b.0, b.1));
-    let s = lab.ping(pa, addr(pb), 3, Duration::from_millis(100));
+    let s = lab.ping(pa, pb.addr(family), 3, Duration::from_millis(100));
     assert_pings(
         lab,
         s,
         3,
         &format!("warm-up {} → {}", pa.label(), pb.label()),
     );
-    let s = lab.ping(pb, addr(pa), 3, Duration::from_millis(100));
+    let s = lab.ping(pb, pa.addr(family), 3, Duration::from_millis(100));
     assert_pings(
         lab,
         s,

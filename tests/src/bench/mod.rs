@@ -43,6 +43,7 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use hostgw_common::{Endpoint, STATE_F_CT_GATE, names};
 
+pub use crate::lab::Family;
 use crate::lab::{Lab, Mode, Spec};
 use bpf::SinkKind;
 use fwd::{Session, Timing};
@@ -126,22 +127,6 @@ pub enum Variant {
     Fast,
     /// The fast path with the conntrack gate on.
     Gate,
-}
-
-/// The address family of a figure's traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::V4 => "IPv4",
-            Self::V6 => "IPv6",
-        }
-    }
 }
 
 impl Variant {

@@ -243,56 +243,51 @@ pub struct Row {
 /// A request/response figure: name, decimals, what to take from a result.
 type Metric = (&'static str, usize, fn(&traffic::RrResult) -> f64);
 
-/// The comparison rows for TCP and request/response.
-pub fn traffic_rows(r: &Results) -> Vec<Row> {
-    let mut rows = Vec::new();
-    for streams in [1, 4] {
-        let vals = |v: Variant| -> Vec<f64> {
-            r.tcp
-                .iter()
-                .filter(|(s, x, _)| *s == streams && *x == v)
-                .map(|(_, _, g)| *g)
-                .collect()
-        };
-        let (k, f, g) = (
-            vals(Variant::Kernel),
-            vals(Variant::Fast),
-            vals(Variant::Gate),
-        );
-        rows.push(Row {
-            figure: format!(
-                "TCP pod → remote pod, {streams} stream{} (Gbit/s)",
-                if streams == 1 { "" } else { "s" }
-            ),
-            digits: 2,
-            kernel: Summary::of(&k),
-            fast: Summary::of(&f),
-            fast_ratio: Summary::of(&run_ratios(&f, &k)),
-            gate: Summary::of(&g),
-            gate_ratio: Summary::of(&run_ratios(&g, &k)),
-        });
-    }
-    let vals = |v: Variant| -> Vec<f64> {
-        r.tcp6
-            .iter()
-            .filter(|(x, _)| *x == v)
-            .map(|(_, g)| *g)
-            .collect()
-    };
+/// A comparison row from the values of each variant, per run.
+fn comparison_row(figure: String, digits: usize, vals: impl Fn(Variant) -> Vec<f64>) -> Row {
     let (k, f, g) = (
         vals(Variant::Kernel),
         vals(Variant::Fast),
         vals(Variant::Gate),
     );
-    rows.push(Row {
-        figure: "TCP pod → remote pod over IPv6, 1 stream (Gbit/s)".to_owned(),
-        digits: 2,
+    Row {
+        figure,
+        digits,
         kernel: Summary::of(&k),
         fast: Summary::of(&f),
         fast_ratio: Summary::of(&run_ratios(&f, &k)),
         gate: Summary::of(&g),
         gate_ratio: Summary::of(&run_ratios(&g, &k)),
-    });
+    }
+}
+
+/// The comparison rows for TCP and request/response.
+pub fn traffic_rows(r: &Results) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for streams in [1, 4] {
+        let figure = format!(
+            "TCP pod → remote pod, {streams} stream{} (Gbit/s)",
+            if streams == 1 { "" } else { "s" }
+        );
+        rows.push(comparison_row(figure, 2, |v| {
+            r.tcp
+                .iter()
+                .filter(|(s, x, _)| *s == streams && *x == v)
+                .map(|(_, _, g)| *g)
+                .collect()
+        }));
+    }
+    rows.push(comparison_row(
+        "TCP pod → remote pod over IPv6, 1 stream (Gbit/s)".to_owned(),
+        2,
+        |v| {
+            r.tcp6
+                .iter()
+                .filter(|(x, _)| *x == v)
+                .map(|(_, g)| *g)
+                .collect()
+        },
+    ));
     let metrics: [Metric; 3] = [
         (
             "Request/response, both ends on one core (transactions/s)",
@@ -303,20 +298,9 @@ pub fn traffic_rows(r: &Results) -> Vec<Row> {
         ("Request/response p99 latency (µs)", 1, |x| x.p99_us),
     ];
     for (name, digits, f) in metrics {
-        let (k, fa, g) = (
-            rr_values(r, Variant::Kernel, f),
-            rr_values(r, Variant::Fast, f),
-            rr_values(r, Variant::Gate, f),
-        );
-        rows.push(Row {
-            figure: name.to_owned(),
-            digits,
-            kernel: Summary::of(&k),
-            fast: Summary::of(&fa),
-            fast_ratio: Summary::of(&run_ratios(&fa, &k)),
-            gate: Summary::of(&g),
-            gate_ratio: Summary::of(&run_ratios(&g, &k)),
-        });
+        rows.push(comparison_row(name.to_owned(), digits, |v| {
+            rr_values(r, v, f)
+        }));
     }
     rows
 }
