@@ -1,366 +1,46 @@
 //! hostgw-agent: keeps a node's host-gw dataplane in the kernel.
 //!
-//! Data flows one way:
+//! # Layout
+//!
+//! A reconcile round flows one way, and so do the imports:
 //!
 //! ```text
-//!   node source ──► nodes ──► desired ─┐
-//!   (source: the NodeList file)        ├─► plan ──► apply (kernel routes and neighbours,
-//!   kernel + maps ──► kernel, iface ───┘            trie and endpoint maps)
+//!   source ──► reconcile::desired ─┐
+//!   (nodes file, Kubernetes)        ├─► reconcile::plan ──► Host::apply
+//!   Host::observe (host, dataplane) ┘    (pure: Vec<Op>)    (host, dataplane)
 //! ```
+//!
+//! - [`model`]: the plain domain types every layer shares (family, link, route, neighbour,
+//!   trie entry, forwarding and NAT facts). Imports nothing of the crate.
+//! - `source`: where the node list comes from (a watched `NodeList` file or the Kubernetes
+//!   API), published as the full current list.
+//! - `reconcile`: one round is observe → desired → plan → apply; desired and plan are pure,
+//!   and every kernel write is an `Op` carried out behind the `Host` trait.
+//! - `host`: the node's kernel outside BPF: interfaces, routes and neighbours over rtnetlink,
+//!   sysctls, netfilter NAT, the pin directory, network namespaces.
+//! - `dataplane`: the BPF side: loading (with conntrack kfuncs patched in), attaching, adopting
+//!   pins, typed map access.
+//! - [`inspect`]: the operator's view (`routes`, `endpoints`, `stats`, `status`), metrics and
+//!   the HTTP endpoint. Reads pins and the kernel only.
+//! - `daemon`: [`run`] ties them together: set up, reconcile until `shutdown`, detach (or, with
+//!   `--keep-dataplane`, leave the dataplane forwarding for the next agent to adopt).
 //!
 //! Both address families take the same path: desired state, plan and apply are keyed by
-//! `IpNet`/`IpAddr`, and each family's trie and endpoint map is picked at apply time. Forwarding
-//! is switched on for IPv4 at start-up and for IPv6 once this node has an IPv6 pod CIDR
-//! ([`sysctl`]).
-//!
-//! ```text
-//! ```
-//!
-//! [`run`] sets up the dataplane ([`dataplane`]: load, adopt pins, attach) and then runs
-//! [`reconcile`] rounds: on a new node list, on netlink events, and periodically. Each round
-//! reads the full current state and plans from it (level-triggered). On shutdown the
-//! dataplane is detached and unpinned, unless `--keep-dataplane` asks to leave it forwarding
-//! for the next agent to adopt.
+//! `IpNet`/`IpAddr`, and each family's trie and endpoint map is picked at apply time.
 
-pub mod bpffs;
 pub mod cli;
-pub mod config;
-pub mod dataplane;
-pub mod desired;
-pub mod ebpf_log;
-pub mod http;
-pub mod iface;
+mod config;
+mod daemon;
+mod dataplane;
+mod host;
 pub mod inspect;
-pub mod kernel;
-pub mod kfunc;
-pub mod kube_source;
-pub mod metrics;
-pub mod nat;
-pub mod netns;
-pub mod nodes;
-pub mod plan;
-pub mod reconcile;
+pub mod model;
+mod reconcile;
 pub mod source;
-pub mod sysctl;
-
-use std::{future::Future, sync::Arc, time::Duration};
 
 pub use config::Config;
-use hostgw_common::{CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, names};
-
-use crate::{dataplane::Dataplane, iface::Link};
-
-/// Why the agent stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The pin directory is unusable.
-    #[error(transparent)]
-    Bpffs(#[from] bpffs::BpffsError),
-    /// An interface lookup failed.
-    #[error(transparent)]
-    Iface(#[from] iface::IfaceError),
-    /// Loading, attaching or detaching failed.
-    #[error(transparent)]
-    Dataplane(#[from] dataplane::DataplaneError),
-    /// The netlink socket could not be opened.
-    #[error("cannot open a netlink socket")]
-    Netlink(#[source] std::io::Error),
-    /// A netlink request failed.
-    #[error(transparent)]
-    Kernel(#[from] kernel::KernelError),
-    /// The Kubernetes client could not be set up.
-    #[error(transparent)]
-    Kube(#[from] kube_source::KubeError),
-    /// The HTTP endpoint could not start.
-    #[error(transparent)]
-    Http(#[from] http::HttpError),
-    /// A pinned map could not be read.
-    #[error(transparent)]
-    Inspect(#[from] inspect::InspectError),
-    /// Forwarding could not be read or switched on.
-    #[error(transparent)]
-    Sysctl(#[from] sysctl::SysctlError),
-}
-
-/// The interfaces the dataplane hooks into.
-#[derive(Debug, Clone)]
-pub struct Interfaces {
-    pub uplink: Link,
-    pub bridge: Link,
-    pub ports: Vec<Link>,
-}
-
-impl Interfaces {
-    /// Looks the configured interfaces up in the current network namespace.
-    pub async fn discover(handle: &rtnetlink::Handle, config: &Config) -> Result<Self, Error> {
-        let uplink = iface::by_name(handle, &config.uplink).await?;
-        let bridge = iface::by_name(handle, &config.bridge).await?;
-        let ports = iface::ports_of(handle, bridge.index).await?;
-        Ok(Self {
-            uplink,
-            bridge,
-            ports,
-        })
-    }
-
-    /// The programs' read-only configuration for these interfaces.
-    ///
-    /// `XDP_TX` is allowed unless the uplink is a veth: a veth in native XDP mode drops frames
-    /// sent with `XDP_TX` when its peer has no NAPI, which is the peer namespace's choice.
-    pub fn program_config(&self, config: &Config, kernel: &kfunc::Kernel) -> hostgw_common::Config {
-        let mut flags = 0;
-        if config.fib_fallback {
-            flags |= CONFIG_F_FIB_FALLBACK;
-        }
-        if !self.uplink.is_veth {
-            flags |= CONFIG_F_XDP_TX;
-        }
-        hostgw_common::Config {
-            flags,
-            uplink_ifindex: self.uplink.index,
-            bridge_ifindex: self.bridge.index,
-            ct_status_off: kernel.ct_status_off.unwrap_or(0),
-            ct_opts_size: kernel.ct_opts_size.unwrap_or(0),
-            pad: 0,
-        }
-    }
-}
-
-/// Loads the programs and attaches them to every hook: XDP and TC on the uplink, TC on the
-/// bridge and on each of its ports. On failure, whatever was attached is detached again.
-pub fn attach_all(
-    config: &Config,
-    ifaces: &Interfaces,
-) -> Result<Dataplane, dataplane::DataplaneError> {
-    let kernel = match kfunc::read_kernel(std::path::Path::new(kfunc::VMLINUX_BTF)) {
-        Ok(k) => k,
-        Err(error) => {
-            tracing::warn!(%error, "no kernel BTF");
-            kfunc::Kernel::default()
-        }
-    };
-    if !kernel.has_conntrack_lookup() && config.conntrack_gate != cli::GateMode::Off {
-        tracing::warn!(
-            "this kernel has no conntrack lookup for BPF (bpf_skb_ct_lookup): while the \
-             conntrack gate is on, gated traffic always takes the kernel path"
-        );
-    }
-    let mut dp = Dataplane::load(
-        &config.pin_dir,
-        &ifaces.program_config(config, &kernel),
-        &kernel,
-    )?;
-    dp.set_replace_programs(config.replace_programs);
-    let xdp = match config.xdp {
-        cli::XdpAttach::On => true,
-        cli::XdpAttach::Off => false,
-        cli::XdpAttach::Auto => !ifaces.uplink.is_veth,
-    };
-    let attached = (|| {
-        if xdp {
-            dp.attach_xdp(&ifaces.uplink)?;
-        } else {
-            tracing::info!(uplink = ifaces.uplink.name, mode = ?config.xdp, "XDP not attached: TC handles everything");
-            dp.forget_xdp(&ifaces.uplink)?;
-        }
-        dp.attach_tc(names::PROG_INGRESS, &ifaces.uplink)?;
-        dp.attach_tc(names::PROG_EGRESS, &ifaces.bridge)?;
-        dp.sync_ports(&ifaces.ports)?;
-        Ok(())
-    })();
-    match attached {
-        Ok(()) => Ok(dp),
-        Err(e) => {
-            if let Err(cleanup) = dp.detach() {
-                tracing::error!(error = %cleanup, "cleaning up after a failed attach");
-            }
-            Err(e)
-        }
-    }
-}
-
-/// The daemon: sets the dataplane up, reconciles until `shutdown`, then detaches (or, with
-/// `--keep-dataplane`, leaves it forwarding).
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Netlink)?;
-    tokio::spawn(connection);
-
-    let ifaces = Interfaces::discover(&handle, &config).await?;
-    bpffs::ensure_pin_dir(&config.pin_dir)?;
-    sysctl::enable_ipv4_forwarding()?;
-    // Subscribe before the first round, so no change after it is missed.
-    let wake = Arc::new(tokio::sync::Notify::new());
-    reconcile::watch_netlink(Arc::clone(&wake))?;
-    let mut dp = attach_all(&config, &ifaces)?;
-    if let Some(id) = dp.program_id(&format!("{}@{}", names::PROG_INGRESS, ifaces.uplink.name)) {
-        ebpf_log::start(id);
-    }
-    tracing::info!(
-        uplink = ifaces.uplink.name,
-        bridge = ifaces.bridge.name,
-        ports = ifaces.ports.len(),
-        pin_dir = %config.pin_dir.display(),
-        node = config.node_name,
-        "dataplane attached"
-    );
-
-    let metrics = Arc::new(metrics::Metrics::new(config.pin_dir.clone()));
-    let health = Arc::new(http::Health::with_metrics(Arc::clone(&metrics)));
-    let addr = http::serve(config.metrics_addr, Arc::clone(&health)).await?;
-    tracing::info!(%addr, "HTTP endpoint (/healthz, /readyz)");
-    let mut nodes = node_source(&config).await?;
-    let mut reconciler = reconcile::Reconciler::new(config.clone(), handle, nodes.clone());
-    let mut resync = tokio::time::interval(config.resync);
-    tokio::pin!(shutdown);
-    let mut first = true;
-    loop {
-        let result = reconciler.round(&mut dp).await;
-        reconciler.record(&metrics, &result);
-        // Ready once a round has applied a node list without errors (or, without a node
-        // source, once the dataplane is set up).
-        if !health.is_ready()
-            && let Ok(round) = &result
-            && round.errors == 0
-            && (round.nodes_applied || nodes.is_none())
-        {
-            tracing::info!("ready: the node list is applied");
-            health.set_ready();
-        }
-        match result {
-            Ok(round) if round.ops > 0 || first => tracing::info!(
-                ops = round.ops,
-                errors = round.errors,
-                ms = round.duration.as_secs_f64() * 1e3,
-                "reconciled"
-            ),
-            Ok(_) => {}
-            Err(error) => tracing::error!(%error, "reconcile round failed; retrying"),
-        }
-        first = false;
-        tokio::select! {
-            () = &mut shutdown => break,
-            () = wake.notified() => {
-                // Coalesce a burst of events into one round.
-                tokio::time::sleep(Duration::from_millis(30)).await;
-            }
-            Ok(()) = changed(&mut nodes) => {}
-            _ = resync.tick() => {}
-        }
-    }
-    if config.keep_dataplane {
-        tracing::info!("shutting down, leaving the dataplane attached (--keep-dataplane)");
-        dp.keep();
-    } else {
-        tracing::info!("shutting down, detaching the dataplane");
-        dp.detach()?;
-    }
-    Ok(())
-}
-
-/// The configured node source: `--nodes-file`, else the Kubernetes API when a kubeconfig is
-/// given or the agent runs in a pod, else none (the dataplane runs without routes).
-async fn node_source(config: &Config) -> Result<Option<source::Nodes>, Error> {
-    let prefix = config.kube_annotation_prefix.clone();
-    if let Some(path) = &config.nodes_file {
-        tracing::info!(path = %path.display(), "node source: file");
-        return Ok(Some(source::watch_file(path.clone(), prefix)));
-    }
-    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-    if config.kubeconfig.is_none() && !in_cluster {
-        tracing::warn!(
-            "no node source (--nodes-file, --kubeconfig or in-cluster): no routes will be installed"
-        );
-        return Ok(None);
-    }
-    let client = kube_source::client(config.kubeconfig.as_deref()).await?;
-    tracing::info!("node source: the Kubernetes API");
-    Ok(Some(kube_source::watch_nodes(client, prefix)))
-}
-
-/// Resolves when the node list changes; never when there is no node source.
-async fn changed(
-    nodes: &mut Option<source::Nodes>,
-) -> Result<(), tokio::sync::watch::error::RecvError> {
-    match nodes {
-        Some(rx) => rx.changed().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A future that resolves on SIGTERM or SIGINT. The handlers are installed when this is
-/// called (inside the runtime), not when the future is first polled, so a signal that arrives
-/// while the dataplane is being set up is not lost and does not kill the process.
-pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM"),
-            _ = int.recv() => tracing::info!("SIGINT"),
-        }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
-
-    use super::*;
-
-    fn link(index: u32, name: &str, is_veth: bool) -> Link {
-        Link {
-            index,
-            name: name.to_owned(),
-            mac: [2, 0, 0, 0, 0, index as u8],
-            mtu: 1500,
-            controller: None,
-            is_veth,
-        }
-    }
-
-    fn config(fib_fallback: bool) -> Config {
-        Config {
-            node_name: "n1".to_owned(),
-            nodes_file: None,
-            kubeconfig: None,
-            kube_annotation_prefix: nodes::DEFAULT_ANNOTATION_PREFIX.to_owned(),
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-            replace_programs: false,
-            conntrack_gate: cli::GateMode::Auto,
-            xdp: cli::XdpAttach::Auto,
-            resync: Duration::from_secs(30),
-            uplink: "eth0".to_owned(),
-            bridge: "cni0".to_owned(),
-            pin_dir: PathBuf::from("/sys/fs/bpf/hostgw"),
-            netns: None,
-            keep_dataplane: false,
-            fib_fallback,
-        }
-    }
-
-    #[test]
-    fn program_config_follows_flags_and_interfaces() {
-        let ifaces = Interfaces {
-            uplink: link(2, "eth0", false),
-            bridge: link(5, "cni0", false),
-            ports: vec![],
-        };
-        let kernel = kfunc::Kernel {
-            ct_status_off: Some(128),
-            ct_opts_size: Some(16),
-            ..kfunc::Kernel::default()
-        };
-        let c = ifaces.program_config(&config(true), &kernel);
-        assert_eq!((c.ct_status_off, c.ct_opts_size), (128, 16));
-        assert_eq!(c.flags, CONFIG_F_FIB_FALLBACK | CONFIG_F_XDP_TX);
-        assert_eq!((c.uplink_ifindex, c.bridge_ifindex), (2, 5));
-
-        // --no-fib-fallback clears the FIB bit; a veth uplink may not XDP_TX.
-        let veth = Interfaces {
-            uplink: link(2, "eth0", true),
-            ..ifaces
-        };
-        assert_eq!(veth.program_config(&config(false), &kernel).flags, 0);
-    }
-}
+pub use daemon::{Error, run, shutdown_signal};
+pub use dataplane::{EBPF_OBJECT, kfunc};
+pub use host::netns;
+pub use reconcile::desired;
+pub use source::nodes;

@@ -19,9 +19,8 @@ use axum::{
 use futures::StreamExt as _;
 use hostgw_agent::{
     desired::{self, Local, SkipReason},
-    kube_source,
     nodes::{DEFAULT_ANNOTATION_PREFIX, Item, NodeInfo},
-    source::Nodes,
+    source::{Nodes, kube as kube_source},
 };
 use serde_json::{Value, json};
 use tokio::sync::broadcast;

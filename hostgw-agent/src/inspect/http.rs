@@ -16,12 +16,12 @@ use axum::{Router, extract::State, http::StatusCode, routing::get};
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: Option<Arc<super::metrics::Metrics>>,
 }
 
 impl Health {
     /// Health that also serves `metrics` on `/metrics` and `/status`.
-    pub fn with_metrics(metrics: Arc<crate::metrics::Metrics>) -> Self {
+    pub fn with_metrics(metrics: Arc<super::metrics::Metrics>) -> Self {
         Self {
             ready: AtomicBool::new(false),
             metrics: Some(metrics),

@@ -6,6 +6,9 @@
 //! forwarding (switched on once this node has an IPv6 pod CIDR), node state (forwarding of
 //! both families), kernel and map state, plan, apply.
 
+pub mod desired;
+mod plan;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -23,17 +26,41 @@ use rtnetlink::{
 };
 use tokio::sync::Notify;
 
-use crate::{
-    Config, Error,
-    cli::GateMode,
-    dataplane::Dataplane,
-    desired::{self, Desired, Family, Local, Skip},
-    iface, kernel, nat,
-    nodes::Item,
-    plan::{self, Actual, Op, Uplink},
-    source::Nodes,
-    sysctl::{self, NodeState},
+use self::{
+    desired::{Desired, Local, Skip},
+    plan::{Actual, Op, Uplink},
 };
+use crate::{
+    Config,
+    cli::GateMode,
+    dataplane::{Dataplane, DataplaneError},
+    host::{
+        iface::{self, IfaceError},
+        nat,
+        netlink::{self as kernel, KernelError},
+        sysctl::{self, NodeState},
+    },
+    inspect::metrics,
+    model::{Family, Nat},
+    source::{Nodes, nodes::Item},
+};
+
+/// Why a round (or the netlink subscription) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The uplink, the bridge or its ports could not be looked up.
+    #[error(transparent)]
+    Iface(#[from] IfaceError),
+    /// Reading or writing routes, neighbours or addresses failed.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// Reading or writing a map, or attaching a port's program, failed.
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    /// The netlink event socket could not be set up.
+    #[error("cannot subscribe to netlink events")]
+    Subscribe(#[source] std::io::Error),
+}
 
 /// `RTNLGRP_IPV4_NETCONF` and `RTNLGRP_IPV6_NETCONF`: forwarding changes.
 const RTNLGRP_IPV4_NETCONF: u32 = 24;
@@ -61,7 +88,7 @@ pub struct Reconciler {
     reported_skips: Vec<Skip>,
     node_state: Option<NodeState>,
     /// NAT last seen by `--conntrack-gate auto`.
-    nat: Option<nat::Nat>,
+    nat: Option<Nat>,
     /// Skipped nodes by reason and family (`ipv4`, `ipv6` or `any`), for metrics.
     pub skipped_by_reason: BTreeMap<(&'static str, &'static str), usize>,
 }
@@ -87,7 +114,7 @@ impl Reconciler {
     /// One full round. Errors of single operations are logged and counted, and the round goes
     /// on; an error reading the state ends the round.
     #[tracing::instrument(skip_all)]
-    pub async fn round(&mut self, dp: &mut Dataplane) -> Result<Round, Error> {
+    pub async fn round(&mut self, dp: &mut Dataplane) -> Result<Round, ReconcileError> {
         let start = Instant::now();
         let handle = self.handle.clone();
         let h = &handle;
@@ -121,12 +148,7 @@ impl Reconciler {
             sysctl_errors += 1;
         }
 
-        let ifaces = crate::Interfaces {
-            uplink: uplink.clone(),
-            bridge: bridge.clone(),
-            ports: ports.clone(),
-        };
-        let mut state = NodeState::read(&ifaces);
+        let mut state = NodeState::read(&bridge, &uplink);
         state.ct_gate = self.gate();
         if self.node_state.is_none_or(|s| s.ct_gate != state.ct_gate) {
             tracing::info!(mode = ?self.config.conntrack_gate, on = state.ct_gate, "conntrack gate");
@@ -185,7 +207,7 @@ impl Reconciler {
         Ok(round)
     }
 
-    async fn apply(&self, dp: &mut Dataplane, op: &Op, uplink: u32) -> Result<(), Error> {
+    async fn apply(&self, dp: &mut Dataplane, op: &Op, uplink: u32) -> Result<(), ReconcileError> {
         let h = &self.handle;
         match op {
             Op::ResolveNeighbour { ip } => kernel::resolve_neighbour(h, *ip, uplink).await?,
@@ -210,7 +232,7 @@ impl Reconciler {
     }
 
     /// Exports a round's outcome to the metrics and `/status`.
-    pub fn record(&self, m: &crate::metrics::Metrics, result: &Result<Round, Error>) {
+    pub fn record(&self, m: &metrics::Metrics, result: &Result<Round, ReconcileError>) {
         m.rounds.inc();
         let gate = self.node_state.is_some_and(|s| s.ct_gate);
         let mode = format!("{:?}", self.config.conntrack_gate).to_lowercase();
@@ -236,8 +258,8 @@ impl Reconciler {
                         .get_or_create(&vec![("family".to_owned(), family.label().to_owned())])
                         .set(n as i64);
                 }
-                crate::metrics::LastRound {
-                    at_unix: crate::metrics::Metrics::now(),
+                metrics::LastRound {
+                    at_unix: metrics::Metrics::now(),
                     ops: round.ops,
                     errors: round.errors,
                     millis: round.duration.as_secs_f64() * 1e3,
@@ -253,8 +275,8 @@ impl Reconciler {
             }
             Err(error) => {
                 m.round_errors.inc();
-                crate::metrics::LastRound {
-                    at_unix: crate::metrics::Metrics::now(),
+                metrics::LastRound {
+                    at_unix: metrics::Metrics::now(),
                     ops: 0,
                     errors: 1,
                     millis: 0.0,
@@ -325,8 +347,9 @@ impl Reconciler {
 /// Subscribes to the netlink events that can make the kernel state differ from the desired
 /// one (links, addresses, routes, neighbours, forwarding settings; IPv4 and IPv6) and wakes
 /// `notify` on each.
-pub fn watch_netlink(notify: Arc<Notify>) -> Result<(), Error> {
-    let (mut conn, _handle, mut messages) = rtnetlink::new_connection().map_err(Error::Netlink)?;
+pub fn watch_netlink(notify: Arc<Notify>) -> Result<(), ReconcileError> {
+    let (mut conn, _handle, mut messages) =
+        rtnetlink::new_connection().map_err(ReconcileError::Subscribe)?;
     // RTMGRP_NEIGH carries ARP and NDP alike.
     let groups = RTMGRP_LINK
         | RTMGRP_NEIGH
@@ -337,9 +360,11 @@ pub fn watch_netlink(notify: Arc<Notify>) -> Result<(), Error> {
     let socket = conn.socket_mut().socket_mut();
     socket
         .bind(&SocketAddr::new(0, groups))
-        .map_err(Error::Netlink)?;
+        .map_err(ReconcileError::Subscribe)?;
     for group in [RTNLGRP_IPV4_NETCONF, RTNLGRP_IPV6_NETCONF] {
-        socket.add_membership(group).map_err(Error::Netlink)?;
+        socket
+            .add_membership(group)
+            .map_err(ReconcileError::Subscribe)?;
     }
     tokio::spawn(conn);
     tokio::spawn(async move {
@@ -357,8 +382,8 @@ mod tests {
     use super::*;
     use crate::{
         cli::{Cli, Command},
-        metrics::Metrics,
-        nodes::NodeInfo,
+        inspect::metrics::Metrics,
+        source::NodeInfo,
     };
 
     fn node(name: &str, cidrs: &[&str], ips: &[&str]) -> Item {

@@ -23,59 +23,10 @@ use std::{
 
 use ipnet::IpNet;
 
-use crate::nodes::{Item, NodeInfo};
-
-/// An address family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    /// Both families, IPv4 first.
-    pub const ALL: [Self; 2] = [Self::V4, Self::V6];
-
-    /// The family of an address.
-    pub fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(_) => Self::V4,
-            IpAddr::V6(_) => Self::V6,
-        }
-    }
-
-    /// The family of a network.
-    pub fn of_net(net: IpNet) -> Self {
-        Self::of(net.addr())
-    }
-
-    /// The family a written address or CIDR is meant to be, even when it does not parse:
-    /// IPv6 when it has a colon.
-    pub fn of_text(text: &str) -> Self {
-        if text.contains(':') {
-            Self::V6
-        } else {
-            Self::V4
-        }
-    }
-
-    /// `ipv4` or `ipv6`, for logs and metric labels.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::V4 => "ipv4",
-            Self::V6 => "ipv6",
-        }
-    }
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::V4 => "IPv4",
-            Self::V6 => "IPv6",
-        })
-    }
-}
+use crate::{
+    model::{Family, is_link_local},
+    source::{Item, NodeInfo},
+};
 
 /// What this node knows about itself.
 #[derive(Debug, Clone, Default)]
@@ -384,11 +335,6 @@ fn next_hop(
         return Err(SkipReason::NotOnLink(addr));
     }
     Ok(addr)
-}
-
-/// An IPv6 link-local unicast address (`fe80::/10`).
-pub fn is_link_local(ip: IpAddr) -> bool {
-    matches!(ip, IpAddr::V6(a) if a.is_unicast_link_local())
 }
 
 /// The pod CIDRs given out so far, with their owners, kept disjoint and ordered by network
@@ -919,10 +865,10 @@ items:
     - {type: InternalIP, address: 172.20.11.42}
     - {type: InternalIP, address: 'fd00:99::42'}
 ";
-        let items = crate::nodes::parse(
+        let items = crate::source::nodes::parse(
             std::path::Path::new("nodes.yaml"),
             text,
-            crate::nodes::DEFAULT_ANNOTATION_PREFIX,
+            crate::source::nodes::DEFAULT_ANNOTATION_PREFIX,
         )
         .expect("parses");
         let d = desired(&items, &local_dual());

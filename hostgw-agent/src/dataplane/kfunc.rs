@@ -117,17 +117,16 @@ pub fn patch(elf: &mut [u8], kernel: &Kernel) -> Result<(usize, usize), KfuncErr
     Ok((linked, stubbed))
 }
 
-/// The embedded eBPF object with its kfunc calls rewritten for `kernel`, in a buffer aligned
-/// for the ELF parser.
+/// An eBPF object with its kfunc calls rewritten for `kernel`, in a buffer aligned for the
+/// ELF parser.
 pub struct PatchedObject {
     words: Vec<u64>,
     len: usize,
 }
 
 impl PatchedObject {
-    /// Copies the embedded object and patches it.
-    pub fn new(kernel: &Kernel) -> Result<Self, KfuncError> {
-        let src = crate::dataplane::EBPF_OBJECT;
+    /// Copies `src` (an ELF object) and patches it.
+    pub fn new(src: &[u8], kernel: &Kernel) -> Result<Self, KfuncError> {
         let mut obj = Self {
             words: vec![0; src.len().div_ceil(8)],
             len: src.len(),

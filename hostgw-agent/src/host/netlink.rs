@@ -25,6 +25,8 @@ use rtnetlink::{
     packet_utils::nla::{DefaultNla, Nla as _},
 };
 
+use crate::model::{NeighState, Neighbour};
+
 /// The route protocol number that marks routes and neighbour entries as hostgw's
 /// (`ip route show proto 203`).
 pub const ROUTE_PROTOCOL: u8 = 203;
@@ -69,28 +71,6 @@ impl PartialEq for KernelRoute {
     fn eq(&self, other: &Self) -> bool {
         (self.cidr, self.via, self.oif) == (other.cidr, other.via, other.oif)
     }
-}
-
-/// Whether a neighbour entry has a usable link-layer address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NeighState {
-    /// Reachable, stale, delay, probe, permanent or noarp: the address can be used.
-    Valid,
-    /// Resolution failed or has not finished.
-    Unresolved,
-}
-
-/// A neighbour entry (ARP or NDP).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Neighbour {
-    pub ip: IpAddr,
-    pub ifindex: u32,
-    pub mac: Option<[u8; 6]>,
-    pub state: NeighState,
-    /// Created by us (route protocol [`ROUTE_PROTOCOL`]).
-    pub ours: bool,
-    /// Kept resolved by the kernel.
-    pub managed: bool,
 }
 
 /// Every route in the main table with our protocol, IPv4 then IPv6.

@@ -9,6 +9,9 @@
 //! the embedded program (`BPF_LINK_UPDATE`): the hook is never empty, and a restart or an
 //! upgrade loses no packet.
 
+pub mod kfunc;
+pub mod log;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs, io,
@@ -29,7 +32,7 @@ use aya::{
 use hostgw_common::{Endpoint, RouteV4, RouteV6, names};
 use ipnet::IpNet;
 
-use crate::{desired::Family, iface::Link};
+use crate::model::{Family, Link, TrieRoute};
 
 /// The eBPF object built by `build.rs`, embedded in the binary.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hostgw"));
@@ -45,7 +48,7 @@ pub enum DataplaneError {
     Load(#[source] Box<aya::EbpfError>),
     /// The embedded object could not be prepared for this kernel.
     #[error("preparing the eBPF object for this kernel failed")]
-    Object(#[source] Box<crate::kfunc::KfuncError>),
+    Object(#[source] Box<kfunc::KfuncError>),
     /// The object lacks a program the agent expects: the binary and object disagree.
     #[error("the eBPF object has no program {0}")]
     MissingProgram(&'static str),
@@ -128,7 +131,6 @@ impl std::fmt::Display for AttachMode {
 /// One attached program.
 #[derive(Debug)]
 struct Hook {
-    mode: AttachMode,
     link: HookLink,
     /// The interface it is attached to.
     ifindex: u32,
@@ -162,9 +164,9 @@ impl Dataplane {
     pub fn load(
         pin_dir: &Path,
         config: &hostgw_common::Config,
-        kernel: &crate::kfunc::Kernel,
+        kernel: &kfunc::Kernel,
     ) -> Result<Self, DataplaneError> {
-        let object = crate::kfunc::PatchedObject::new(kernel)
+        let object = kfunc::PatchedObject::new(EBPF_OBJECT, kernel)
             .map_err(|e| DataplaneError::Object(Box::new(e)))?;
         let links = pin_dir.join(LINKS_DIR);
         fs::create_dir_all(&links).map_err(|source| DataplaneError::PinDir {
@@ -205,16 +207,6 @@ impl Dataplane {
     /// `BPF_LINK_UPDATE` each); with `false` (the default) the running programs stay.
     pub fn set_replace_programs(&mut self, replace: bool) {
         self.replace_programs = replace;
-    }
-
-    /// The loaded object, for map access.
-    pub fn ebpf(&self) -> &Ebpf {
-        &self.ebpf
-    }
-
-    /// The loaded object, for map updates.
-    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
-        &mut self.ebpf
     }
 
     /// Writes the node state the programs read (forwarding on or off).
@@ -437,11 +429,6 @@ impl Dataplane {
         }
     }
 
-    /// The attached hooks: `(pin name, mode)`.
-    pub fn hooks(&self) -> impl Iterator<Item = (&str, AttachMode)> {
-        self.hooks.iter().map(|(k, h)| (k.as_str(), h.mode))
-    }
-
     fn link_pin(&self, key: &str) -> PathBuf {
         self.pin_dir.join(LINKS_DIR).join(key)
     }
@@ -491,7 +478,7 @@ impl Dataplane {
             // The mode is the one the earlier run chose; the kernel keeps it across updates.
             let mode = AttachMode::XdpNative;
             tracing::info!(hook = key, replaced = replace, "adopted the pinned link");
-            self.insert(key, mode, HookLink::Pinned { link, path }, iface);
+            self.insert(key, HookLink::Pinned { link, path }, iface);
             return Ok(mode);
         }
 
@@ -553,7 +540,7 @@ impl Dataplane {
                 FdLink::from(pinned)
             };
             tracing::info!(hook = key, replaced = replace, "adopted the pinned link");
-            self.insert(key, AttachMode::Tcx, HookLink::Pinned { link, path }, iface);
+            self.insert(key, HookLink::Pinned { link, path }, iface);
             return Ok(AttachMode::Tcx);
         }
 
@@ -587,17 +574,16 @@ impl Dataplane {
                 let link = prog
                     .take_link(id)
                     .map_err(|e| attach_error(name, iface, e))?;
-                self.insert(key, AttachMode::Clsact, HookLink::Netlink(link), iface);
+                self.insert(key, HookLink::Netlink(link), iface);
                 Ok(AttachMode::Clsact)
             }
         }
     }
 
-    fn insert(&mut self, key: String, mode: AttachMode, link: HookLink, iface: &Link) {
+    fn insert(&mut self, key: String, link: HookLink, iface: &Link) {
         self.hooks.insert(
             key,
             Hook {
-                mode,
                 link,
                 ifindex: iface.index,
             },
@@ -621,7 +607,7 @@ impl Dataplane {
             link: pinned.into(),
             path,
         };
-        self.insert(key, mode, link, iface);
+        self.insert(key, link, iface);
         Ok(())
     }
 
@@ -696,82 +682,6 @@ impl Dataplane {
             }
             tracing::info!(hook = key, "left attached");
         }
-    }
-}
-
-/// A route trie entry of either family: [`RouteV4`] or [`RouteV6`] with the next hop as an
-/// [`IpAddr`], so that planning is the same for both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TrieRoute {
-    /// The remote node's address, the next hop.
-    pub node_ip: IpAddr,
-    /// Interface to send on (the uplink).
-    pub ifindex: u32,
-    /// MTU of that interface.
-    pub mtu: u32,
-    /// `ROUTE_F_*` bits.
-    pub flags: u32,
-    /// The next hop's MAC address (valid with `ROUTE_F_RESOLVED`).
-    pub node_mac: [u8; 6],
-    /// The uplink's MAC address.
-    pub uplink_mac: [u8; 6],
-}
-
-impl From<RouteV4> for TrieRoute {
-    fn from(r: RouteV4) -> Self {
-        Self {
-            node_ip: IpAddr::from(r.node_ip),
-            ifindex: r.ifindex,
-            mtu: r.mtu,
-            flags: r.flags,
-            node_mac: r.node_mac,
-            uplink_mac: r.uplink_mac,
-        }
-    }
-}
-
-impl From<RouteV6> for TrieRoute {
-    fn from(r: RouteV6) -> Self {
-        Self {
-            node_ip: IpAddr::from(r.node_ip),
-            ifindex: r.ifindex,
-            mtu: r.mtu,
-            flags: r.flags,
-            node_mac: r.node_mac,
-            uplink_mac: r.uplink_mac,
-        }
-    }
-}
-
-impl TrieRoute {
-    /// The [`names::ROUTES_V4`] value, when the next hop is IPv4.
-    pub fn to_v4(&self) -> Option<RouteV4> {
-        let IpAddr::V4(ip) = self.node_ip else {
-            return None;
-        };
-        Some(RouteV4 {
-            node_ip: ip.octets(),
-            ifindex: self.ifindex,
-            mtu: self.mtu,
-            flags: self.flags,
-            node_mac: self.node_mac,
-            uplink_mac: self.uplink_mac,
-        })
-    }
-
-    /// The [`names::ROUTES_V6`] value, when the next hop is IPv6.
-    pub fn to_v6(&self) -> Option<RouteV6> {
-        let IpAddr::V6(ip) = self.node_ip else {
-            return None;
-        };
-        Some(RouteV6 {
-            node_ip: ip.octets(),
-            ifindex: self.ifindex,
-            mtu: self.mtu,
-            flags: self.flags,
-            node_mac: self.node_mac,
-            uplink_mac: self.uplink_mac,
-        })
     }
 }
 

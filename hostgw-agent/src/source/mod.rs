@@ -2,6 +2,9 @@
 //! full current list (level-triggered); a read that fails is logged and the last good list
 //! stays in force.
 
+pub mod kube;
+pub mod nodes;
+
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
@@ -11,7 +14,7 @@ use std::{
 use notify::Watcher as _;
 use tokio::sync::{mpsc, watch};
 
-use crate::nodes::{self, Item};
+pub use self::nodes::{Item, NodeInfo};
 
 /// The latest good node list; `None` until the first successful read.
 pub type Nodes = watch::Receiver<Option<Arc<Vec<Item>>>>;

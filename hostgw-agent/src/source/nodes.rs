@@ -4,13 +4,13 @@
 //! A file that cannot be read as a list is an error (the caller keeps its last good state); an
 //! item of the list that is not a valid `Node` is returned as [`Item::Malformed`], so one bad
 //! node is skipped and reported while the others keep working. Nothing here judges the values
-//! (CIDRs, addresses): that is [`crate::desired`]'s job.
+//! (CIDRs, addresses): that is [`crate::reconcile::desired`]'s job.
 
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Node;
 
-use crate::desired::Family;
+use crate::model::Family;
 
 /// What host-gw needs from a `Node`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,10 +25,10 @@ use std::{
 use hostgw_common::{Endpoint, ROUTE_F_RESOLVED};
 use ipnet::IpNet;
 
+use super::desired::Desired;
 use crate::{
-    dataplane::TrieRoute,
-    desired::{Desired, is_link_local},
-    kernel::{KernelRoute, NeighState, Neighbour},
+    host::netlink::KernelRoute,
+    model::{NeighState, Neighbour, TrieRoute, is_link_local},
 };
 
 /// The interface facts the plan needs.
@@ -219,7 +219,7 @@ fn desired_endpoints(actual: &Actual) -> BTreeMap<IpAddr, Endpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::Remote;
+    use crate::reconcile::desired::Remote;
 
     const UPLINK: Uplink = Uplink {
         index: 2,

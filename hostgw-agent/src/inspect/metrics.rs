@@ -145,7 +145,7 @@ struct Datapath {
 
 impl Collector for Datapath {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Ok(rows) = crate::inspect::stat_rows(&self.pin_dir, true) else {
+        let Ok(rows) = super::stat_rows(&self.pin_dir, true) else {
             return Ok(());
         };
         for (name, help, bytes) in [
@@ -172,7 +172,7 @@ impl Collector for Datapath {
                 ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
-        let fills = crate::inspect::map_fills(&self.pin_dir);
+        let fills = super::map_fills(&self.pin_dir);
         let mut entries = encoder.encode_descriptor(
             "map_entries",
             "Entries in each map",

@@ -24,7 +24,7 @@ use std::{
 
 use hostgw_common::{STATE_F_CT_GATE, STATE_F_FORWARD_V4, STATE_F_FORWARD_V6, State};
 
-use crate::Interfaces;
+use crate::model::Link;
 
 /// Where the kernel's sysctls are.
 pub const PROC_SYS: &str = "/proc/sys";
@@ -62,11 +62,11 @@ pub struct NodeState {
 
 impl NodeState {
     /// Reads the state of the current network namespace. An unreadable setting counts as off.
-    pub fn read(ifaces: &Interfaces) -> Self {
-        Self::read_from(Path::new(PROC_SYS), ifaces)
+    pub fn read(bridge: &Link, uplink: &Link) -> Self {
+        Self::read_from(Path::new(PROC_SYS), bridge, uplink)
     }
 
-    fn read_from(root: &Path, ifaces: &Interfaces) -> Self {
+    fn read_from(root: &Path, bridge_link: &Link, uplink_link: &Link) -> Self {
         let on = |key: &str| match read(root, key) {
             Ok(v) => v == "1",
             Err(error) => {
@@ -74,7 +74,7 @@ impl NodeState {
                 false
             }
         };
-        let (bridge, uplink) = (&ifaces.bridge.name, &ifaces.uplink.name);
+        let (bridge, uplink) = (&bridge_link.name, &uplink_link.name);
         // force_forwarding is absent before 6.17: off, without a warning.
         let forced = |dev: &str| {
             read(root, &format!("net/ipv6/conf/{dev}/force_forwarding")).is_ok_and(|v| v == "1")
@@ -84,8 +84,8 @@ impl NodeState {
                 && on(&format!("net/ipv4/conf/{uplink}/forwarding")),
             forwarding_v6: on("net/ipv6/conf/all/forwarding") || (forced(bridge) && forced(uplink)),
             ct_gate: false,
-            bridge_mac: ifaces.bridge.mac,
-            uplink_mac: ifaces.uplink.mac,
+            bridge_mac: bridge_link.mac,
+            uplink_mac: uplink_link.mac,
         }
     }
 
@@ -200,7 +200,6 @@ fn write(root: &Path, key: &str, value: &'static str) -> Result<(), SysctlError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iface::Link;
 
     /// A scratch directory laid out like `/proc/sys`, removed on drop.
     struct FakeProc(PathBuf);
@@ -229,7 +228,8 @@ mod tests {
         }
     }
 
-    fn ifaces() -> Interfaces {
+    /// The bridge and the uplink.
+    fn ifaces() -> (Link, Link) {
         let link = |index, name: &str| Link {
             index,
             name: name.to_owned(),
@@ -238,11 +238,7 @@ mod tests {
             controller: None,
             is_veth: false,
         };
-        Interfaces {
-            uplink: link(2, "eth0"),
-            bridge: link(5, "cni0"),
-            ports: vec![],
-        }
+        (link(5, "cni0"), link(2, "eth0"))
     }
 
     #[test]
@@ -305,7 +301,10 @@ mod tests {
             "state-on",
             &[base[0], base[1], ("net/ipv6/conf/all/forwarding", "1")],
         );
-        let s = NodeState::read_from(&proc.0, &ifaces());
+        let s = {
+            let (bridge, uplink) = ifaces();
+            NodeState::read_from(&proc.0, &bridge, &uplink)
+        };
         assert!(s.forwarding_v4 && s.forwarding_v6, "{s:?}");
         assert_eq!(s.to_map().flags, STATE_F_FORWARD_V4 | STATE_F_FORWARD_V6);
 
@@ -322,11 +321,17 @@ mod tests {
                 ("net/ipv6/conf/eth0/force_forwarding", "1"),
             ],
         );
-        let s = NodeState::read_from(&proc.0, &ifaces());
+        let s = {
+            let (bridge, uplink) = ifaces();
+            NodeState::read_from(&proc.0, &bridge, &uplink)
+        };
         assert!(!s.forwarding_v4 && !s.forwarding_v6, "{s:?}");
         std::fs::create_dir_all(proc.0.join("net/ipv6/conf/cni0")).unwrap();
         std::fs::write(proc.0.join("net/ipv6/conf/cni0/force_forwarding"), "1\n").unwrap();
-        let s = NodeState::read_from(&proc.0, &ifaces());
+        let s = {
+            let (bridge, uplink) = ifaces();
+            NodeState::read_from(&proc.0, &bridge, &uplink)
+        };
         assert!(s.forwarding_v6, "{s:?}");
         assert_eq!(s.to_map().flags, STATE_F_FORWARD_V6);
     }

@@ -8,6 +8,8 @@ use std::io;
 
 use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
+use crate::model::Nat;
+
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_NEWCHAIN: u16 = 3;
@@ -16,21 +18,6 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
-
-/// What NAT the node has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Nat {
-    /// nftables chains of type `nat`.
-    pub nft_chains: usize,
-    /// The legacy iptables `nat` table is loaded.
-    pub legacy_table: bool,
-}
-
-impl Nat {
-    pub fn present(self) -> bool {
-        self.nft_chains > 0 || self.legacy_table
-    }
-}
 
 /// Looks at the current network namespace.
 pub fn detect() -> io::Result<Nat> {

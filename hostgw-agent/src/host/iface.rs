@@ -8,19 +8,7 @@ use rtnetlink::{
     packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
 };
 
-/// What the dataplane needs to know about an interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    pub index: u32,
-    pub name: String,
-    /// The hardware address; all zero for interfaces without one.
-    pub mac: [u8; 6],
-    pub mtu: u32,
-    /// The ifindex of the bridge (or other controller) this interface is a port of.
-    pub controller: Option<u32>,
-    /// Whether this is one end of a veth pair.
-    pub is_veth: bool,
-}
+use crate::model::Link;
 
 /// Why an interface lookup failed.
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,9 @@
 //! Routes and endpoints cover both families (`ROUTES_V4`/`ROUTES_V6`,
 //! `ENDPOINTS_V4`/`ENDPOINTS_V6`), IPv4 rows first. Read-only.
 
+pub mod http;
+pub mod metrics;
+
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
@@ -21,9 +24,12 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
-    dataplane::{self, TrieRoute},
-    desired::Family,
-    kernel::{self, NeighState},
+    dataplane,
+    host::{
+        iface::{self, IfaceError},
+        netlink::{self as kernel, KernelError},
+    },
+    model::{Family, NeighState, TrieRoute},
 };
 
 /// Why a pinned map could not be read.
@@ -43,6 +49,12 @@ pub enum InspectError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+    /// Reading routes or neighbours from the kernel failed.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// An interface lookup failed.
+    #[error(transparent)]
+    Iface(#[from] IfaceError),
 }
 
 fn open(pin_dir: &Path, name: &'static str) -> Result<MapData, InspectError> {
@@ -172,7 +184,7 @@ pub struct RouteRow {
 pub async fn routes(
     pin_dir: &Path,
     handle: &rtnetlink::Handle,
-) -> Result<Vec<RouteRow>, crate::Error> {
+) -> Result<Vec<RouteRow>, InspectError> {
     let trie = trie(pin_dir)?;
     let kroutes: BTreeMap<IpNet, Option<IpAddr>> = kernel::our_routes(handle)
         .await?
@@ -183,7 +195,7 @@ pub async fn routes(
     let mut neighbours = BTreeMap::new();
     for r in trie.values() {
         if let std::collections::btree_map::Entry::Vacant(e) = names.entry(r.ifindex) {
-            let link = crate::iface::by_index(handle, r.ifindex).await.ok();
+            let link = iface::by_index(handle, r.ifindex).await.ok();
             e.insert(link.map(|l| l.name));
             for n in kernel::neighbours(handle, r.ifindex).await? {
                 neighbours.insert(n.ip, n);
@@ -246,14 +258,14 @@ pub struct EndpointRow {
 pub async fn endpoint_rows(
     pin_dir: &Path,
     handle: &rtnetlink::Handle,
-) -> Result<Vec<EndpointRow>, crate::Error> {
+) -> Result<Vec<EndpointRow>, InspectError> {
     let mut rows = Vec::new();
     for (ip, ep) in endpoints(pin_dir)? {
         rows.push(EndpointRow {
             ip: ip.to_string(),
             mac: mac(ep.mac),
             ifindex: ep.ifindex,
-            veth: crate::iface::by_index(handle, ep.ifindex)
+            veth: iface::by_index(handle, ep.ifindex)
                 .await
                 .ok()
                 .map(|l| l.name),
@@ -330,7 +342,7 @@ pub struct MapFill {
 pub async fn attachments(
     pin_dir: &Path,
     handle: &rtnetlink::Handle,
-) -> Result<Vec<Attachment>, crate::Error> {
+) -> Result<Vec<Attachment>, InspectError> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir(pin_dir.join("links")) else {
         return Ok(out);
@@ -373,7 +385,7 @@ pub async fn attachments(
 
 async fn xdp_mode(handle: &rtnetlink::Handle, iface: &str) -> String {
     use rtnetlink::packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
-    let Ok(msg) = crate::iface::message_by_name(handle, iface).await else {
+    let Ok(msg) = iface::message_by_name(handle, iface).await else {
         return "interface gone".to_owned();
     };
     for attr in &msg.attributes {
@@ -400,7 +412,7 @@ pub async fn status(
     pin_dir: &Path,
     handle: &rtnetlink::Handle,
     agent_addr: std::net::SocketAddr,
-) -> Result<Status, crate::Error> {
+) -> Result<Status, InspectError> {
     let st = state(pin_dir)?;
     let maps = map_fills(pin_dir)
         .into_iter()

@@ -16,9 +16,9 @@ use kube::{
 };
 use tokio::sync::watch;
 
-use crate::{
+use super::{
+    Nodes,
     nodes::{Item, NodeInfo},
-    source::Nodes,
 };
 
 /// Why the Kubernetes client could not be set up.

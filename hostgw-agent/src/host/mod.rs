@@ -1,0 +1,13 @@
+//! The node's kernel outside BPF: interfaces ([`iface`]), routes, neighbours, the bridge's
+//! FDB and addresses over rtnetlink ([`netlink`]), forwarding sysctls ([`sysctl`]), netfilter
+//! NAT ([`nat`]), the pin directory ([`bpffs`]) and network namespaces ([`netns`]).
+//!
+//! Each module reads into (or writes from) the plain types of [`crate::model`]; none of them
+//! decides anything: that is the reconciler's job.
+
+pub mod bpffs;
+pub mod iface;
+pub mod nat;
+pub mod netlink;
+pub mod netns;
+pub mod sysctl;

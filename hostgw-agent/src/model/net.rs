@@ -1,0 +1,52 @@
+//! Interfaces, routes and neighbour entries as the kernel reports them.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// What the dataplane needs to know about an interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// The hardware address; all zero for interfaces without one.
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    /// The ifindex of the bridge (or other controller) this interface is a port of.
+    pub controller: Option<u32>,
+    /// Whether this is one end of a veth pair.
+    pub is_veth: bool,
+}
+
+/// One of our routes in the main table, as the kernel has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub cidr: IpNet,
+    pub via: Option<IpAddr>,
+    pub oif: Option<u32>,
+    /// The route's metric (`RTA_PRIORITY`), when the kernel reports one: part of what
+    /// identifies the route for a delete.
+    pub metric: Option<u32>,
+}
+
+/// Whether a neighbour entry has a usable link-layer address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeighState {
+    /// Reachable, stale, delay, probe, permanent or noarp: the address can be used.
+    Valid,
+    /// Resolution failed or has not finished.
+    Unresolved,
+}
+
+/// A neighbour entry (ARP or NDP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    pub ip: IpAddr,
+    pub ifindex: u32,
+    pub mac: Option<[u8; 6]>,
+    pub state: NeighState,
+    /// Created by us (tagged with our route protocol number).
+    pub ours: bool,
+    /// Kept resolved by the kernel.
+    pub managed: bool,
+}
