@@ -1,0 +1,312 @@
+//! The conntrack gate rows: with the gate on, only flows conntrack has confirmed without NAT
+//! take the fast path (IPv4 and IPv6, TC and XDP); new flows, flows that cannot be looked up
+//! and flows with NAT go to the stack. Conntrack entries are made with `conntrack -I` in the
+//! test namespace.
+
+use hostgw_common::{
+    CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, STATE_F_CT_GATE, STATE_F_FORWARD_V4,
+    STATE_F_FORWARD_V6, counters::reason,
+};
+use hostgw_tests::{
+    frame::{Ipv4Frame, Ipv6Frame},
+    sh,
+};
+
+use crate::harness::{Expect, Prog, Programs, Row, Table, egress_frame, egress6, fwd, with, with6};
+use crate::world::{
+    BRIDGE_MAC, NODE42_MAC, NODE45_MAC, POD, POD_MAC, POD6, REMOTE, REMOTE6, SMALL_MTU, SMALL_MTU6,
+    UPLINK_MAC, inside,
+};
+
+/// The conntrack gate: with it on, only flows conntrack has confirmed without NAT are
+/// forwarded. Conntrack entries are made with `conntrack -I` in the test namespace, where the
+/// programs' lookups run.
+#[test]
+fn conntrack_gate() {
+    inside("gate", |world| {
+        let mut table = Table::default();
+        let mut progs = Programs::load(world, CONFIG_F_FIB_FALLBACK | CONFIG_F_XDP_TX);
+        progs.attach_xdp();
+        progs.set_state(STATE_F_FORWARD_V4 | STATE_F_FORWARD_V6 | STATE_F_CT_GATE);
+        let ct = |args: &str| {
+            let mut cmd = world.ns.command("conntrack");
+            cmd.args(["-I"]).args(args.split_whitespace());
+            sh(&mut cmd);
+        };
+        let (e, i, x) = (Prog::Egress, Prog::Ingress, Prog::Xdp);
+        let (port, up) = (world.port, world.uplink);
+        let pass = Expect::Pass;
+        let udp = |src, dst, sport: u16, dport: u16, dmac, smac| {
+            let mut frame = Ipv4Frame::udp(dmac, smac, src, dst, 16);
+            frame.payload[0..2].copy_from_slice(&sport.to_be_bytes());
+            frame.payload[2..4].copy_from_slice(&dport.to_be_bytes());
+            frame.bytes()
+        };
+        let tcp = |src, dst, sport: u16, dport: u16| {
+            let mut frame = Ipv4Frame::udp(BRIDGE_MAC, POD_MAC, src, dst, 0);
+            frame.proto = 6;
+            let mut header = vec![0u8; 20];
+            header[0..2].copy_from_slice(&sport.to_be_bytes());
+            header[2..4].copy_from_slice(&dport.to_be_bytes());
+            header[12] = 5 << 4;
+            header[13] = 0x10; // ACK
+            frame.payload = header;
+            frame.bytes()
+        };
+
+        // No entry yet: a flow's first packets go through netfilter.
+        let rows: Vec<Row> = vec![
+            Row {
+                name: "gate: UDP without a conntrack entry",
+                prog: e,
+                frame: udp(POD, REMOTE, 40000, 5201, BRIDGE_MAC, POD_MAC),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::CT_NEW),
+            },
+            Row {
+                name: "gate: TCP without a conntrack entry",
+                prog: e,
+                frame: tcp(POD, REMOTE, 41000, 80),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::CT_NEW),
+            },
+            Row {
+                name: "gate: ICMP cannot be looked up",
+                prog: e,
+                frame: with(egress_frame, |f| {
+                    f.proto = 1;
+                }),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::CT_PROTO),
+            },
+            Row {
+                name: "gate: no L4 header to look up",
+                prog: e,
+                frame: with(egress_frame, |f| f.payload.clear()),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::PASS_MALFORMED),
+            },
+            Row {
+                name: "gate: xdp transit without an entry",
+                prog: x,
+                frame: udp(REMOTE, SMALL_MTU, 40000, 5201, UPLINK_MAC, NODE42_MAC),
+                ifindex: up,
+                gso: 0,
+                expect: pass(reason::CT_NEW),
+            },
+        ];
+        table.check(&progs, &rows);
+
+        // Established without NAT: forwarded, in both directions, and counted as such.
+        ct(
+            "-p udp -s 10.1.79.3 -d 10.1.27.4 --sport 40000 --dport 5201 -t 120 -u SEEN_REPLY,ASSURED",
+        );
+        ct(
+            "-p tcp -s 10.1.79.3 -d 10.1.27.4 --sport 41000 --dport 80 --state ESTABLISHED -t 120 -u SEEN_REPLY,ASSURED",
+        );
+        ct(
+            "-p udp -s 10.1.27.4 -d 10.1.29.4 --sport 40000 --dport 5201 -t 120 -u SEEN_REPLY,ASSURED",
+        );
+        let gated = [
+            Row {
+                name: "gate: established UDP, original direction",
+                prog: e,
+                frame: udp(POD, REMOTE, 40000, 5201, BRIDGE_MAC, POD_MAC),
+                ifindex: port,
+                gso: 0,
+                expect: fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC),
+            },
+            Row {
+                name: "gate: established TCP",
+                prog: e,
+                frame: tcp(POD, REMOTE, 41000, 80),
+                ifindex: port,
+                gso: 0,
+                expect: fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC),
+            },
+            Row {
+                name: "gate: established UDP, reply direction",
+                prog: i,
+                frame: udp(REMOTE, POD, 5201, 40000, UPLINK_MAC, NODE42_MAC),
+                ifindex: up,
+                gso: 0,
+                expect: fwd(reason::FAST_INGRESS, POD_MAC, BRIDGE_MAC),
+            },
+            Row {
+                name: "gate: xdp transit, established",
+                prog: x,
+                frame: udp(REMOTE, SMALL_MTU, 40000, 5201, UPLINK_MAC, NODE42_MAC),
+                ifindex: up,
+                gso: 0,
+                expect: fwd(reason::FAST_TRANSIT, NODE45_MAC, UPLINK_MAC),
+            },
+        ];
+        table.gated(&progs, &gated);
+
+        // NAT: a service's DNAT (the reply comes back from the backend) and a masquerade.
+        ct(
+            "-p udp -s 10.1.79.3 -d 10.96.0.10 --sport 40001 --dport 53 -t 120 --dst-nat 10.1.27.4:5353",
+        );
+        ct(
+            "-p udp -s 10.1.79.3 -d 10.1.27.4 --sport 40002 --dport 5201 -t 120 --src-nat 172.20.11.43",
+        );
+        let rows: Vec<Row> = vec![
+            Row {
+                name: "gate: reply of a DNATed flow (ClusterIP)",
+                prog: i,
+                frame: udp(REMOTE, POD, 5353, 40001, UPLINK_MAC, NODE42_MAC),
+                ifindex: up,
+                gso: 0,
+                expect: pass(reason::CT_NAT),
+            },
+            Row {
+                name: "gate: SNATed flow (masquerade)",
+                prog: e,
+                frame: udp(POD, REMOTE, 40002, 5201, BRIDGE_MAC, POD_MAC),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::CT_NAT),
+            },
+        ];
+        table.check(&progs, &rows);
+
+        // IPv6 flows: the same gate, looked up with the IPv6 tuple.
+        let udp6 = |src, dst, sport: u16, dport: u16, dmac, smac| {
+            let mut frame = Ipv6Frame::udp(dmac, smac, src, dst, 16);
+            frame.payload[0..2].copy_from_slice(&sport.to_be_bytes());
+            frame.payload[2..4].copy_from_slice(&dport.to_be_bytes());
+            frame.bytes()
+        };
+        let tcp6 = |src, dst, sport: u16, dport: u16| {
+            let mut frame = Ipv6Frame::udp(BRIDGE_MAC, POD_MAC, src, dst, 0);
+            frame.next = 6;
+            let mut header = vec![0u8; 20];
+            header[0..2].copy_from_slice(&sport.to_be_bytes());
+            header[2..4].copy_from_slice(&dport.to_be_bytes());
+            header[12] = 5 << 4;
+            header[13] = 0x10; // ACK
+            frame.payload = header;
+            frame.bytes()
+        };
+        let rows: Vec<Row> = vec![
+            Row {
+                name: "gate6: UDP without an entry (its IPv4 twin has one)",
+                prog: e,
+                frame: udp6(POD6, REMOTE6, 40000, 5201, BRIDGE_MAC, POD_MAC),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::CT_NEW),
+            },
+            Row {
+                name: "gate6: TCP without a conntrack entry",
+                prog: e,
+                frame: tcp6(POD6, REMOTE6, 41000, 80),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::CT_NEW),
+            },
+            Row {
+                name: "gate6: ICMPv6 cannot be looked up",
+                prog: e,
+                frame: Ipv6Frame::icmp(BRIDGE_MAC, POD_MAC, POD6, REMOTE6, 128).bytes(),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::CT_PROTO),
+            },
+            Row {
+                name: "gate6: no L4 header to look up",
+                prog: e,
+                frame: with6(egress6, |f| f.payload.clear()),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::PASS_MALFORMED),
+            },
+            Row {
+                name: "gate6: xdp transit without an entry",
+                prog: x,
+                frame: udp6(REMOTE6, SMALL_MTU6, 40000, 5201, UPLINK_MAC, NODE42_MAC),
+                ifindex: up,
+                gso: 0,
+                expect: pass(reason::CT_NEW),
+            },
+        ];
+        table.check(&progs, &rows);
+        ct(
+            "-p udp -s fd00:10:1:79::3 -d fd00:10:1:27::4 --sport 40000 --dport 5201 -t 120 -u SEEN_REPLY,ASSURED",
+        );
+        ct(
+            "-p tcp -s fd00:10:1:79::3 -d fd00:10:1:27::4 --sport 41000 --dport 80 --state ESTABLISHED -t 120 -u SEEN_REPLY,ASSURED",
+        );
+        ct(
+            "-p udp -s fd00:10:1:27::4 -d fd00:10:1:29::4 --sport 40000 --dport 5201 -t 120 -u SEEN_REPLY,ASSURED",
+        );
+        let gated = [
+            Row {
+                name: "gate6: established UDP, original direction",
+                prog: e,
+                frame: udp6(POD6, REMOTE6, 40000, 5201, BRIDGE_MAC, POD_MAC),
+                ifindex: port,
+                gso: 0,
+                expect: fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC),
+            },
+            Row {
+                name: "gate6: established TCP",
+                prog: e,
+                frame: tcp6(POD6, REMOTE6, 41000, 80),
+                ifindex: port,
+                gso: 0,
+                expect: fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC),
+            },
+            Row {
+                name: "gate6: established UDP, reply direction",
+                prog: i,
+                frame: udp6(REMOTE6, POD6, 5201, 40000, UPLINK_MAC, NODE42_MAC),
+                ifindex: up,
+                gso: 0,
+                expect: fwd(reason::FAST_INGRESS, POD_MAC, BRIDGE_MAC),
+            },
+            Row {
+                name: "gate6: xdp transit, established",
+                prog: x,
+                frame: udp6(REMOTE6, SMALL_MTU6, 40000, 5201, UPLINK_MAC, NODE42_MAC),
+                ifindex: up,
+                gso: 0,
+                expect: fwd(reason::FAST_TRANSIT, NODE45_MAC, UPLINK_MAC),
+            },
+        ];
+        table.gated(&progs, &gated);
+        ct(
+            "-p udp -s fd00:10:1:79::3 -d fd00:10:1:27::4 --sport 40002 --dport 5201 -t 120 --src-nat fd00:172:20:11::43",
+        );
+        table.check(
+            &progs,
+            &[Row {
+                name: "gate6: SNATed flow (masquerade)",
+                prog: e,
+                frame: udp6(POD6, REMOTE6, 40002, 5201, BRIDGE_MAC, POD_MAC),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::CT_NAT),
+            }],
+        );
+
+        // The gate off: the same NATed flow would take the fast path.
+        progs.set_state(STATE_F_FORWARD_V4 | STATE_F_FORWARD_V6);
+        table.check(
+            &progs,
+            &[Row {
+                name: "gate off: the DNATed reply is forwarded (what the gate prevents)",
+                prog: i,
+                frame: udp(REMOTE, POD, 5353, 40001, UPLINK_MAC, NODE42_MAC),
+                ifindex: up,
+                gso: 0,
+                expect: fwd(reason::FAST_INGRESS, POD_MAC, BRIDGE_MAC),
+            }],
+        );
+        table.finish();
+    });
+}
