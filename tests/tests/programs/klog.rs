@@ -1,10 +1,27 @@
 //! The programs' log records: they reach userspace through aya-log, and the per-CPU budget
-//! in the eBPF crate (`hostgw-ebpf/src/prog/log.rs`) limits them.
+//! in the eBPF crate (`hostgw-ebpf/src/prog/log.rs`) limits them. The test runs on one pinned
+//! CPU, so one budget is in play.
+
+use std::time::{Duration, Instant};
 
 use hostgw_common::{CONFIG_F_FIB_FALLBACK, STATE_F_CT_GATE, STATE_F_FORWARD_V4};
+use hostgw_tests::bench::host::pin;
 
 use crate::harness::{Prog, Programs, TC_ACT_OK, egress_frame};
 use crate::world::inside;
+
+/// Records one CPU may emit at once (`BURST` in `hostgw-ebpf/src/prog/log.rs`).
+const BURST: usize = 10;
+/// One more record per this much time (`REFILL_NS` there).
+const REFILL: Duration = Duration::from_millis(100);
+
+/// The CPU the calling thread runs on now.
+fn current_cpu() -> usize {
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    usize::try_from(cpu)
+        .unwrap_or_else(|_| panic!("sched_getcpu: {}", std::io::Error::last_os_error()))
+}
 
 /// Collects `log` records.
 #[derive(Default, Clone)]
@@ -24,11 +41,17 @@ impl log::Log for Records {
 }
 
 /// The programs' log records reach userspace through aya-log, and the kernel side limits them:
-/// a flood of failing conntrack lookups (made to fail here with a wrong options size) yields a
-/// burst of at most ten records per CPU, not one per packet.
+/// a flood of failing conntrack lookups (made to fail here with a wrong options size) yields
+/// one CPU's burst of records, not one per packet. The budget is per CPU, so the test thread
+/// is pinned to one CPU and every run draws on that CPU's budget: a fresh budget holds
+/// [`BURST`] records and gains one per [`REFILL`], so the runs may log at most `BURST` plus one
+/// per `REFILL` they took, and log at least `BURST`.
 #[test]
 fn kernel_log_records_are_rate_limited() {
     inside("klog", |world| {
+        // The thread `inside` runs this on ends with the test: the pin goes with it.
+        let cpu = current_cpu();
+        pin(0, cpu).unwrap_or_else(|e| panic!("pinning the test thread to CPU {cpu}: {e}"));
         let mut cfg = world.config(CONFIG_F_FIB_FALLBACK);
         cfg.ct_opts_size = 8; // the kernel answers EINVAL
         let mut progs = Programs::load_with(world, cfg);
@@ -36,9 +59,8 @@ fn kernel_log_records_are_rate_limited() {
         let records = Records::default();
         let mut logger = aya_log::EbpfLogger::init_with_logger(&mut progs.ebpf, records.clone())
             .expect("the object has a log buffer");
-        // Each CPU the runs land on has its own budget, refilled by one every 100 ms.
         let runs = 200;
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         for _ in 0..runs {
             let got = progs.run(Prog::Egress, &egress_frame().bytes(), world.port, 0);
             assert_eq!(
@@ -47,24 +69,41 @@ fn kernel_log_records_are_rate_limited() {
                 "a failed lookup passes the packet"
             );
         }
+        let elapsed = start.elapsed();
+        assert_eq!(
+            current_cpu(),
+            cpu,
+            "the test thread left CPU {cpu} it was pinned to"
+        );
         logger.flush();
         let got = records.0.lock().unwrap().clone();
         println!(
-            "{} records for {runs} failed lookups: {:?}",
+            "{} records for {runs} failed lookups on CPU {cpu} in {elapsed:?}: {:?}",
             got.len(),
             got.first()
         );
-        assert!(!got.is_empty(), "no log record reached userspace");
         assert!(
             got.iter()
                 .all(|r| r.starts_with("WARN conntrack lookup failed with error -22")),
             "{got:?}"
         );
-        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        let refills = (start.elapsed().as_millis() / 100) as usize + 1;
+        let refills = usize::try_from(elapsed.as_nanos() / REFILL.as_nanos())
+            .expect("a test run's refills fit usize");
+        let bound = BURST + refills;
         assert!(
-            got.len() <= (10 + refills) * cpus,
-            "{} records for {runs} lookups: the kernel did not limit them",
+            bound < runs,
+            "the {runs} runs took {elapsed:?}: too slow for a budget of {BURST} plus one per \
+             {REFILL:?} to show"
+        );
+        assert!(
+            got.len() >= BURST,
+            "{} records for {runs} failed lookups: a fresh budget lets {BURST} through",
+            got.len()
+        );
+        assert!(
+            got.len() <= bound,
+            "{} records for {runs} failed lookups in {elapsed:?} on one CPU: the kernel did not \
+             limit them to {bound} ({BURST} + {refills} refills)",
             got.len()
         );
     });
