@@ -53,7 +53,6 @@ pub enum Error {
 pub struct Interfaces {
     pub uplink: Link,
     pub bridge: Link,
-    pub ports: Vec<Link>,
 }
 
 impl Interfaces {
@@ -61,12 +60,7 @@ impl Interfaces {
     pub async fn discover(handle: &rtnetlink::Handle, config: &Config) -> Result<Self, Error> {
         let uplink = iface::by_name(handle, &config.uplink).await?;
         let bridge = iface::by_name(handle, &config.bridge).await?;
-        let ports = iface::ports_of(handle, bridge.index).await?;
-        Ok(Self {
-            uplink,
-            bridge,
-            ports,
-        })
+        Ok(Self { uplink, bridge })
     }
 
     /// The programs' read-only configuration for these interfaces.
@@ -92,8 +86,9 @@ impl Interfaces {
     }
 }
 
-/// Loads the programs and attaches them to every hook: XDP and TC on the uplink, TC on the
-/// bridge and on each of its ports. On failure, whatever was attached is detached again.
+/// Loads the programs and attaches them to the uplink (XDP and TC) and the bridge (TC); the
+/// bridge ports get theirs in the reconcile rounds. On failure, whatever was attached is
+/// detached again.
 pub fn attach_all(
     config: &Config,
     ifaces: &Interfaces,
@@ -131,7 +126,6 @@ pub fn attach_all(
         }
         dp.attach_tc(names::PROG_INGRESS, &ifaces.uplink)?;
         dp.attach_tc(names::PROG_EGRESS, &ifaces.bridge)?;
-        dp.sync_ports(&ifaces.ports)?;
         Ok(())
     })();
     match attached {
@@ -164,7 +158,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!(
         uplink = ifaces.uplink.name,
         bridge = ifaces.bridge.name,
-        ports = ifaces.ports.len(),
         pin_dir = %config.pin_dir.display(),
         node = config.node_name,
         "dataplane attached"
@@ -175,12 +168,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let addr = http::serve(config.metrics_addr, Arc::clone(&health)).await?;
     tracing::info!(%addr, "HTTP endpoint (/healthz, /readyz)");
     let mut nodes = node_source(&config).await?;
-    let mut reconciler = reconcile::Reconciler::new(config.clone(), handle, nodes.clone());
+    let mut reconciler = reconcile::Reconciler::new(config.clone(), nodes.clone());
     let mut resync = tokio::time::interval(config.resync);
     tokio::pin!(shutdown);
     let mut first = true;
     loop {
-        let result = reconciler.round(&mut dp).await;
+        let result = reconciler
+            .round(&mut reconcile::Kernel::new(handle.clone(), &mut dp))
+            .await;
         reconciler.record(&metrics, &result);
         // Ready once a round has applied a node list without errors (or, without a node
         // source, once the dataplane is set up).
@@ -310,7 +305,6 @@ mod tests {
         let ifaces = Interfaces {
             uplink: link(2, "eth0", false),
             bridge: link(5, "cni0", false),
-            ports: vec![],
         };
         let kernel = kfunc::Kernel {
             ct_status_off: Some(128),

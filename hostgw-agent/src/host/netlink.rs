@@ -25,7 +25,7 @@ use rtnetlink::{
     packet_utils::nla::{DefaultNla, Nla as _},
 };
 
-use crate::model::{NeighState, Neighbour};
+use crate::model::{NeighState, Neighbour, Route};
 
 /// The route protocol number that marks routes and neighbour entries as hostgw's
 /// (`ip route show proto 203`).
@@ -57,24 +57,8 @@ fn err(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> KernelError 
     move |source| KernelError::Netlink { what, source }
 }
 
-/// One of our routes as the kernel has it.
-#[derive(Debug, Clone)]
-pub struct KernelRoute {
-    pub cidr: IpNet,
-    pub via: Option<IpAddr>,
-    pub oif: Option<u32>,
-    /// The message as dumped, for an exact delete.
-    pub message: RouteMessage,
-}
-
-impl PartialEq for KernelRoute {
-    fn eq(&self, other: &Self) -> bool {
-        (self.cidr, self.via, self.oif) == (other.cidr, other.via, other.oif)
-    }
-}
-
 /// Every route in the main table with our protocol, IPv4 then IPv6.
-pub async fn our_routes(handle: &Handle) -> Result<Vec<KernelRoute>, KernelError> {
+pub async fn our_routes(handle: &Handle) -> Result<Vec<Route>, KernelError> {
     let mut out = Vec::new();
     for query in [
         RouteMessageBuilder::<Ipv4Addr>::new().build(),
@@ -87,7 +71,7 @@ pub async fn our_routes(handle: &Handle) -> Result<Vec<KernelRoute>, KernelError
             .await
             .map_err(err(format!("dumping {family:?} routes")))?
         {
-            if let Some(route) = our_route(msg) {
+            if let Some(route) = our_route(&msg) {
                 out.push(route);
             }
         }
@@ -96,18 +80,19 @@ pub async fn our_routes(handle: &Handle) -> Result<Vec<KernelRoute>, KernelError
 }
 
 /// The route in `msg` if it is ours and in the main table.
-fn our_route(msg: RouteMessage) -> Option<KernelRoute> {
+fn our_route(msg: &RouteMessage) -> Option<Route> {
     if msg.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL) {
         return None;
     }
     let mut table = u32::from(msg.header.table);
-    let (mut dst, mut via, mut oif) = (None, None, None);
+    let (mut dst, mut via, mut oif, mut metric) = (None, None, None, None);
     for attr in &msg.attributes {
         match attr {
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Destination(a) => dst = ip_of(a),
             RouteAttribute::Gateway(a) => via = ip_of(a),
             RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Priority(p) => metric = Some(*p),
             _ => {}
         }
     }
@@ -124,11 +109,11 @@ fn our_route(msg: RouteMessage) -> Option<KernelRoute> {
         msg.header.destination_prefix_length,
     )
     .ok()?;
-    Some(KernelRoute {
+    Some(Route {
         cidr,
         via,
         oif,
-        message: msg,
+        metric,
     })
 }
 
@@ -171,9 +156,32 @@ pub async fn replace_route(
         .map_err(err(format!("replacing route {cidr} via {via}")))
 }
 
-/// Deletes one of our routes.
-pub async fn delete_route(handle: &Handle, route: &KernelRoute) -> Result<(), KernelError> {
-    match handle.route().del(route.message.clone()).execute().await {
+/// Deletes one of our routes: the one in the main table with `route`'s destination, next hop,
+/// interface and metric, and our protocol.
+pub async fn delete_route(handle: &Handle, route: &Route) -> Result<(), KernelError> {
+    let mut msg = match route.cidr {
+        IpNet::V4(c) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(c.network(), c.prefix_len())
+            .build(),
+        IpNet::V6(c) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(c.network(), c.prefix_len())
+            .build(),
+    };
+    msg.header.protocol = RouteProtocol::Other(ROUTE_PROTOCOL);
+    msg.attributes.push(RouteAttribute::Table(RT_TABLE_MAIN));
+    if let Some(via) = route.via {
+        msg.attributes.push(RouteAttribute::Gateway(match via {
+            IpAddr::V4(a) => RouteAddress::Inet(a),
+            IpAddr::V6(a) => RouteAddress::Inet6(a),
+        }));
+    }
+    if let Some(oif) = route.oif {
+        msg.attributes.push(RouteAttribute::Oif(oif));
+    }
+    if let Some(metric) = route.metric {
+        msg.attributes.push(RouteAttribute::Priority(metric));
+    }
+    match handle.route().del(msg).execute().await {
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
         other => other.map_err(err(format!("deleting route {}", route.cidr))),
     }

@@ -24,7 +24,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
-    dataplane,
+    dataplane::maps,
     host::{
         iface::{self, IfaceError},
         netlink::{self as kernel, KernelError},
@@ -76,9 +76,9 @@ fn read_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> InspectError {
 pub fn trie(pin_dir: &Path) -> Result<BTreeMap<IpNet, TrieRoute>, InspectError> {
     let mut out = BTreeMap::new();
     for family in Family::ALL {
-        let name = dataplane::trie_map(family);
+        let name = maps::trie_map(family);
         let map = Map::LpmTrie(open(pin_dir, name)?);
-        out.extend(dataplane::read_trie(&map, family).map_err(read_err(name))?);
+        out.extend(maps::read_trie(&map, family).map_err(read_err(name))?);
     }
     Ok(out)
 }
@@ -87,9 +87,9 @@ pub fn trie(pin_dir: &Path) -> Result<BTreeMap<IpNet, TrieRoute>, InspectError> 
 pub fn endpoints(pin_dir: &Path) -> Result<BTreeMap<IpAddr, Endpoint>, InspectError> {
     let mut out = BTreeMap::new();
     for family in Family::ALL {
-        let name = dataplane::endpoint_map(family);
+        let name = maps::endpoint_map(family);
         let map = Map::HashMap(open(pin_dir, name)?);
-        out.extend(dataplane::read_endpoints(&map, family).map_err(read_err(name))?);
+        out.extend(maps::read_endpoints(&map, family).map_err(read_err(name))?);
     }
     Ok(out)
 }
@@ -106,11 +106,11 @@ pub struct MapLevel {
 pub fn map_fills(pin_dir: &Path) -> Vec<MapLevel> {
     let mut out = Vec::new();
     for family in Family::ALL {
-        let name = dataplane::trie_map(family);
+        let name = maps::trie_map(family);
         out.push(MapLevel {
             map: name,
             entries: open(pin_dir, name).and_then(|m| {
-                dataplane::read_trie(&Map::LpmTrie(m), family)
+                maps::read_trie(&Map::LpmTrie(m), family)
                     .map(|t| t.len())
                     .map_err(read_err(name))
             }),
@@ -118,11 +118,11 @@ pub fn map_fills(pin_dir: &Path) -> Vec<MapLevel> {
         });
     }
     for family in Family::ALL {
-        let name = dataplane::endpoint_map(family);
+        let name = maps::endpoint_map(family);
         out.push(MapLevel {
             map: name,
             entries: open(pin_dir, name).and_then(|m| {
-                dataplane::read_endpoints(&Map::HashMap(m), family)
+                maps::read_endpoints(&Map::HashMap(m), family)
                     .map(|e| e.len())
                     .map_err(read_err(name))
             }),

@@ -1,13 +1,22 @@
 //! The reconciler: on every trigger (a new node list, a netlink event, the periodic resync) it
-//! reads the full current state, plans against it and applies the plan. It never acts on a
-//! single event's content, so a missed or duplicated event cannot leave stale state.
+//! runs a round from the full current state, so a missed or duplicated event cannot leave
+//! stale state. It never acts on a single event's content.
 //!
-//! Owns the order of a round: interfaces and bridge ports (egress hooks), desired state, IPv6
-//! forwarding (switched on once this node has an IPv6 pod CIDR), node state (forwarding of
-//! both families), kernel and map state, plan, apply.
+//! A round is observe → desired → plan → apply and nothing else: the [`Host`] reads the kernel
+//! and the maps into plain data ([`Observed`]), [`desired`] and [`plan`](plan::plan) are pure,
+//! and every write is an [`Op`] the host carries out. Errors of single operations are logged
+//! and counted and the round goes on (the next round retries); an error observing ends it.
+//! A round that switched a sysctl on observes and plans once more, so the node state the
+//! programs follow reflects the write in the same round.
+//!
+//! The reconciler also owns what operators see of rounds: each skipped node logged once per
+//! change, NAT and gate changes, applied changes, and the metrics.
 
+mod apply;
 pub mod desired;
 mod plan;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,7 +26,6 @@ use std::{
 
 use futures::StreamExt as _;
 use rtnetlink::{
-    Handle,
     constants::{
         RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE, RTMGRP_LINK,
         RTMGRP_NEIGH,
@@ -26,20 +34,16 @@ use rtnetlink::{
 };
 use tokio::sync::Notify;
 
+pub use self::apply::{Host, Kernel};
 use self::{
     desired::{Desired, Local, Skip},
-    plan::{Actual, Op, Uplink},
+    plan::{Observed, Op},
 };
 use crate::{
     Config,
     cli::GateMode,
-    dataplane::{Dataplane, DataplaneError},
-    host::{
-        iface::{self, IfaceError},
-        nat,
-        netlink::{self as kernel, KernelError},
-        sysctl::{self, NodeState},
-    },
+    dataplane::DataplaneError,
+    host::{iface::IfaceError, netlink::KernelError, sysctl::SysctlError},
     inspect::metrics,
     model::{Family, Nat},
     source::{Nodes, nodes::Item},
@@ -57,6 +61,9 @@ pub enum ReconcileError {
     /// Reading or writing a map, or attaching a port's program, failed.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    /// A sysctl could not be written.
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
     /// The netlink event socket could not be set up.
     #[error("cannot subscribe to netlink events")]
     Subscribe(#[source] std::io::Error),
@@ -82,11 +89,11 @@ pub struct Round {
 /// The reconciler's state between rounds.
 pub struct Reconciler {
     config: Config,
-    handle: Handle,
     nodes: Option<Nodes>,
     /// Skipped nodes last logged, so each is reported once per change.
     reported_skips: Vec<Skip>,
-    node_state: Option<NodeState>,
+    /// Whether the conntrack gate was on in the last round.
+    gate: Option<bool>,
     /// NAT last seen by `--conntrack-gate auto`.
     nat: Option<Nat>,
     /// Skipped nodes by reason and family (`ipv4`, `ipv6` or `any`), for metrics.
@@ -94,13 +101,12 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    pub fn new(config: Config, handle: Handle, nodes: Option<Nodes>) -> Self {
+    pub fn new(config: Config, nodes: Option<Nodes>) -> Self {
         Self {
             config,
-            handle,
             nodes,
             reported_skips: Vec::new(),
-            node_state: None,
+            gate: None,
             nat: None,
             skipped_by_reason: BTreeMap::new(),
         }
@@ -111,130 +117,61 @@ impl Reconciler {
         self.nodes.as_ref().and_then(|n| n.borrow().clone())
     }
 
-    /// One full round. Errors of single operations are logged and counted, and the round goes
-    /// on; an error reading the state ends the round.
+    /// One full round against `host`.
     #[tracing::instrument(skip_all)]
-    pub async fn round(&mut self, dp: &mut Dataplane) -> Result<Round, ReconcileError> {
+    pub async fn round(&mut self, host: &mut impl Host) -> Result<Round, ReconcileError> {
         let start = Instant::now();
-        let handle = self.handle.clone();
-        let h = &handle;
-        let uplink = iface::by_name(h, &self.config.uplink).await?;
-        let bridge = iface::by_name(h, &self.config.bridge).await?;
-        let ports = iface::ports_of(h, bridge.index).await?;
-        for name in dp.sync_ports(&ports)? {
-            tracing::info!(port = name, "egress program attached to a new bridge port");
-        }
-
-        let items = self.items();
-        let desired = match &items {
-            Some(items) => {
-                let local = Local {
-                    node_name: self.config.node_name.clone(),
-                    uplink_addrs: kernel::addresses(h, uplink.index).await?,
-                };
-                let d = desired::desired(items, &local);
-                self.report_skips(&d);
-                Some(d)
+        let mut round = Round::default();
+        // A second pass only after a sysctl write, which a plan never repeats once applied.
+        for _pass in 0..2 {
+            let auto = self.config.conntrack_gate == GateMode::Auto;
+            let observed = host
+                .observe(&self.config.uplink, &self.config.bridge, auto)
+                .await?;
+            let desired = self.desired(&observed);
+            let gate = self.gate(&observed);
+            let ops = plan::plan(desired.as_ref(), &observed, gate);
+            round.ops += ops.len();
+            round.nodes_applied = desired.is_some();
+            round.routes_v4 = desired.as_ref().map_or(0, |d| d.routes_of(Family::V4));
+            round.routes_v6 = desired.as_ref().map_or(0, |d| d.routes_of(Family::V6));
+            let mut wrote_sysctl = false;
+            for op in &ops {
+                match host.apply(op).await {
+                    Ok(()) => {
+                        wrote_sysctl |= matches!(op, Op::WriteSysctl { .. });
+                        log_applied(op);
+                    }
+                    Err(error) => {
+                        tracing::warn!(?op, %error, "operation failed; retried next round");
+                        round.errors += 1;
+                    }
+                }
             }
-            None => None,
-        };
-
-        // This node routes IPv6 once it has an IPv6 pod CIDR: forwarding must be on.
-        let mut sysctl_errors = 0;
-        if desired.as_ref().is_some_and(|d| d.has_local(Family::V6))
-            && let Err(error) = sysctl::enable_ipv6_forwarding(&uplink.name)
-        {
-            tracing::warn!(%error, "cannot enable IPv6 forwarding; retried next round");
-            sysctl_errors += 1;
-        }
-
-        let mut state = NodeState::read(&bridge, &uplink);
-        state.ct_gate = self.gate();
-        if self.node_state.is_none_or(|s| s.ct_gate != state.ct_gate) {
-            tracing::info!(mode = ?self.config.conntrack_gate, on = state.ct_gate, "conntrack gate");
-        }
-        if self.node_state != Some(state) {
-            tracing::info!(
-                forwarding_v4 = state.forwarding_v4,
-                forwarding_v6 = state.forwarding_v6,
-                ct_gate = state.ct_gate,
-                "node state"
-            );
-            dp.set_state(state.to_map())?;
-            self.node_state = Some(state);
-        }
-
-        let actual = Actual {
-            routes: kernel::our_routes(h).await?,
-            neighbours: kernel::neighbours(h, uplink.index).await?,
-            trie: dp.trie()?,
-            bridge_nets: kernel::addresses(h, bridge.index).await?,
-            bridge_neighbours: kernel::neighbours(h, bridge.index).await?,
-            fdb: kernel::fdb(h, bridge.index).await?,
-            ports: ports.iter().map(|p| p.index).collect(),
-            endpoints: dp.endpoints()?,
-        };
-        let up = Uplink {
-            index: uplink.index,
-            mac: uplink.mac,
-            mtu: uplink.mtu,
-        };
-        let ops = match &desired {
-            Some(d) => plan::plan(d, &actual, &up),
-            // No node list yet: only the endpoints, which do not depend on it.
-            None => plan::plan(&Desired::default(), &actual, &up)
-                .into_iter()
-                .filter(|op| matches!(op, Op::PutEndpoint { .. } | Op::DeleteEndpoint { .. }))
-                .collect(),
-        };
-        let mut round = Round {
-            ops: ops.len(),
-            errors: sysctl_errors,
-            nodes_applied: desired.is_some(),
-            routes_v4: desired.as_ref().map_or(0, |d| d.routes_of(Family::V4)),
-            routes_v6: desired.as_ref().map_or(0, |d| d.routes_of(Family::V6)),
-            ..Round::default()
-        };
-        for op in ops {
-            if let Err(error) = self.apply(dp, &op, uplink.index).await {
-                tracing::warn!(?op, %error, "operation failed; retried next round");
-                round.errors += 1;
-            } else {
-                tracing::debug!(?op, "applied");
+            if !wrote_sysctl {
+                break;
             }
         }
         round.duration = start.elapsed();
         Ok(round)
     }
 
-    async fn apply(&self, dp: &mut Dataplane, op: &Op, uplink: u32) -> Result<(), ReconcileError> {
-        let h = &self.handle;
-        match op {
-            Op::ResolveNeighbour { ip } => kernel::resolve_neighbour(h, *ip, uplink).await?,
-            Op::ReplaceRoute { cidr, via } => {
-                kernel::replace_route(h, *cidr, *via, uplink).await?;
-                tracing::info!(%cidr, %via, "route installed");
-            }
-            Op::PutTrie { cidr, route } => dp.put_trie(*cidr, *route)?,
-            Op::PutEndpoint { ip, endpoint } => {
-                dp.put_endpoint(*ip, *endpoint)?;
-                tracing::debug!(%ip, port = endpoint.ifindex, "endpoint");
-            }
-            Op::DeleteTrie { cidr } => dp.delete_trie(*cidr)?,
-            Op::DeleteEndpoint { ip } => dp.delete_endpoint(*ip)?,
-            Op::DeleteRoute { route } => {
-                kernel::delete_route(h, route).await?;
-                tracing::info!(cidr = %route.cidr, "route removed");
-            }
-            Op::DeleteNeighbour { neighbour } => kernel::delete_neighbour(h, neighbour).await?,
-        }
-        Ok(())
+    /// The desired state for the latest node list, if one has been read.
+    fn desired(&mut self, observed: &Observed) -> Option<Desired> {
+        let items = self.items()?;
+        let local = Local {
+            node_name: self.config.node_name.clone(),
+            uplink_addrs: observed.uplink_addrs.clone(),
+        };
+        let d = desired::desired(&items, &local);
+        self.report_skips(&d);
+        Some(d)
     }
 
     /// Exports a round's outcome to the metrics and `/status`.
     pub fn record(&self, m: &metrics::Metrics, result: &Result<Round, ReconcileError>) {
         m.rounds.inc();
-        let gate = self.node_state.is_some_and(|s| s.ct_gate);
+        let gate = self.gate.unwrap_or(false);
         let mode = format!("{:?}", self.config.conntrack_gate).to_lowercase();
         m.conntrack_gate.clear();
         m.conntrack_gate
@@ -290,29 +227,35 @@ impl Reconciler {
         m.set_last(last);
     }
 
-    /// Whether the conntrack gate should be on now.
-    fn gate(&mut self) -> bool {
-        match self.config.conntrack_gate {
+    /// Whether the conntrack gate should be on now; logs NAT and gate changes.
+    fn gate(&mut self, observed: &Observed) -> bool {
+        let on = match self.config.conntrack_gate {
             GateMode::On => true,
             GateMode::Off => false,
-            GateMode::Auto => match nat::detect() {
-                Ok(n) => {
-                    if Some(n) != self.nat {
+            GateMode::Auto => {
+                match &observed.nat {
+                    Some(Ok(n)) if Some(*n) != self.nat => {
                         tracing::info!(
                             nft_nat_chains = n.nft_chains,
                             iptables_nat_table = n.legacy_table,
                             "netfilter NAT"
                         );
-                        self.nat = Some(n);
+                        self.nat = Some(*n);
                     }
-                    n.present()
+                    Some(Err(error)) => tracing::warn!(
+                        %error,
+                        "cannot tell whether the node has NAT rules; gating to be safe"
+                    ),
+                    _ => {}
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot tell whether the node has NAT rules; gating to be safe");
-                    true
-                }
-            },
+                plan::auto_gate(observed.nat.as_ref())
+            }
+        };
+        if self.gate != Some(on) {
+            tracing::info!(mode = ?self.config.conntrack_gate, on, "conntrack gate");
+            self.gate = Some(on);
         }
+        on
     }
 
     /// Logs each skipped node once per change of the skip set, and counts them by reason.
@@ -341,6 +284,31 @@ impl Reconciler {
                 .or_default() += 1;
         }
         self.reported_skips.clone_from(&d.skipped);
+    }
+}
+
+/// Logs an applied operation: changes operators care about at INFO, map entries at DEBUG.
+fn log_applied(op: &Op) {
+    match op {
+        Op::AttachPort { name, .. } => {
+            tracing::info!(port = name, "egress program attached to a bridge port");
+        }
+        Op::DetachPort { name } => tracing::info!(port = name, "released: the port is gone"),
+        Op::WriteSysctl { key, from, to } => tracing::info!(
+            sysctl = key.replace('/', "."),
+            from,
+            to,
+            "changed a sysctl: this node has an IPv6 pod CIDR"
+        ),
+        Op::SetState { state } => tracing::info!(
+            forwarding_v4 = state.flags & hostgw_common::STATE_F_FORWARD_V4 != 0,
+            forwarding_v6 = state.flags & hostgw_common::STATE_F_FORWARD_V6 != 0,
+            ct_gate = state.flags & hostgw_common::STATE_F_CT_GATE != 0,
+            "node state"
+        ),
+        Op::ReplaceRoute { cidr, via, .. } => tracing::info!(%cidr, %via, "route installed"),
+        Op::DeleteRoute { route } => tracing::info!(cidr = %route.cidr, "route removed"),
+        _ => tracing::debug!(?op, "applied"),
     }
 }
 
@@ -373,95 +341,4 @@ pub fn watch_netlink(notify: Arc<Notify>) -> Result<(), ReconcileError> {
         }
     });
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser as _;
-
-    use super::*;
-    use crate::{
-        cli::{Cli, Command},
-        inspect::metrics::Metrics,
-        source::NodeInfo,
-    };
-
-    fn node(name: &str, cidrs: &[&str], ips: &[&str]) -> Item {
-        Item::Node(NodeInfo {
-            name: name.into(),
-            pod_cidrs: cidrs.iter().map(|s| (*s).to_owned()).collect(),
-            internal_ips: ips.iter().map(|s| (*s).to_owned()).collect(),
-        })
-    }
-
-    #[tokio::test]
-    async fn skips_and_routes_are_exported_by_family() {
-        let cli = Cli::try_parse_from([
-            "hostgw-agent",
-            "run",
-            "--uplink",
-            "eth0",
-            "--node-name",
-            "me",
-        ])
-        .expect("parses");
-        let Command::Run(args) = cli.command else {
-            panic!("not run");
-        };
-        let config = Config::try_from(args).expect("valid");
-        let (_conn, handle, _) = rtnetlink::new_connection().expect("netlink socket");
-        let mut r = Reconciler::new(config, handle, None);
-        let items = [
-            node(
-                "me",
-                &["10.1.79.0/24", "fd00:10:79::/64"],
-                &["172.20.11.43"],
-            ),
-            node(
-                "b",
-                &["10.1.27.0/24", "fd00:10:27::/64"],
-                &["172.20.11.42", "fd00:20::42"],
-            ),
-            node("c", &["10.1.28.0/24"], &["172.20.11.44"]),
-            node("d", &["10.1.29.0/24"], &["172.20.11.45"]),
-            Item::Malformed {
-                name: "broken".into(),
-                error: "bad".into(),
-            },
-        ];
-        let local = Local {
-            node_name: "me".into(),
-            uplink_addrs: vec![
-                "172.20.11.43/24".parse().unwrap(),
-                "fd00:20::43/64".parse().unwrap(),
-            ],
-        };
-        let d = desired::desired(&items, &local);
-        r.report_skips(&d);
-        assert_eq!(
-            r.skipped_by_reason,
-            BTreeMap::from([
-                (("malformed_object", "any"), 1),
-                (("no_pod_cidr", "ipv6"), 2),
-            ])
-        );
-        let m = Metrics::new("/nonexistent/hostgw".into());
-        let round = Round {
-            routes_v4: d.routes_of(Family::V4),
-            routes_v6: d.routes_of(Family::V6),
-            ..Round::default()
-        };
-        r.record(&m, &Ok(round));
-        let text = m.encode();
-        for line in [
-            "hostgw_nodes_skipped{reason=\"no_pod_cidr\",family=\"ipv6\"} 2",
-            "hostgw_nodes_skipped{reason=\"malformed_object\",family=\"any\"} 1",
-            "hostgw_nodes_programmed{family=\"ipv4\"} 3",
-            "hostgw_nodes_programmed{family=\"ipv6\"} 1",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
-        }
-        assert_eq!(m.last().expect("recorded").routes, 4);
-        assert_eq!(m.last().expect("recorded").skipped, 3);
-    }
 }

@@ -1,10 +1,19 @@
-//! Planning: the operations that take the kernel and the maps from what they are ([`Actual`])
-//! to what they should be ([`Desired`]). A pure function, tested exhaustively; `apply` carries
-//! the operations out.
+//! Planning: the operations that take the kernel and the maps from what they are
+//! ([`Observed`]) to what they should be ([`Desired`]). A pure function, tested exhaustively;
+//! the [`Host`](super::Host) carries the operations out. Every write a round makes is an
+//! [`Op`] of the plan.
 //!
 //! Both address families go through the same code: routes, next hops, trie entries and
 //! endpoints are keyed by `IpNet`/`IpAddr`, and the apply step picks the family's map.
 //!
+//! - Bridge ports: the egress program on exactly the bridge's current ports; hooks (and pins)
+//!   of ports that are gone are released.
+//! - Forwarding: once this node has an IPv6 pod CIDR, `net.ipv6.conf.all.forwarding` is
+//!   switched on; before that, an uplink with `accept_ra = 1` is set to 2 so that it keeps
+//!   accepting Router Advertisements (with forwarding on, the kernel ignores them at 1).
+//! - Node state: the `STATE` map holds what the kernel does with forwarded packets now
+//!   (forwarding per family, from the sysctls as read), whether the conntrack gate is on, and
+//!   the bridge's and the uplink's MACs.
 //! - Routes: one `podCIDR via nodeIP dev uplink proto 203` per remote CIDR; any other route
 //!   of ours is deleted.
 //! - Next hops: a neighbour entry for every node address, created (managed, tagged as ours)
@@ -13,69 +22,226 @@
 //!   resolved it (without, the programs hand the packet to `bpf_redirect_neigh`).
 //! - Endpoints: pods on the bridge, from the bridge's neighbour entries (ARP and NDP) joined
 //!   with its forwarding database. Only addresses in the bridge's networks count; IPv6
-//!   link-local and multicast addresses never do. An endpoint stays while its port exists and nothing contradicts it:
-//!   with the fast path the kernel no longer sees a pod's traffic, so its neighbour and FDB
-//!   entries age out while the pod is alive.
+//!   link-local and multicast addresses never do. An endpoint stays while its port exists and
+//!   nothing contradicts it: with the fast path the kernel no longer sees a pod's traffic, so
+//!   its neighbour and FDB entries age out while the pod is alive.
+//!
+//! Without a node list (none read yet) only what does not depend on it is planned: ports,
+//! node state and endpoints.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
-use hostgw_common::{Endpoint, ROUTE_F_RESOLVED};
+use hostgw_common::{
+    Endpoint, ROUTE_F_RESOLVED, STATE_F_CT_GATE, STATE_F_FORWARD_V4, STATE_F_FORWARD_V6, State,
+};
 use ipnet::IpNet;
 
 use super::desired::Desired;
-use crate::{
-    host::netlink::KernelRoute,
-    model::{NeighState, Neighbour, TrieRoute, is_link_local},
+use crate::model::{
+    Family, Forwarding, Link, Nat, NeighState, Neighbour, Route, TrieRoute, is_link_local,
 };
 
-/// The interface facts the plan needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Uplink {
-    pub index: u32,
-    pub mac: [u8; 6],
-    pub mtu: u32,
-}
-
-/// What the kernel and the maps have now.
+/// What the kernel and the maps have now, as one round observed it. Plain data.
 #[derive(Debug, Clone, Default)]
-pub struct Actual {
+pub struct Observed {
+    pub uplink: Link,
+    pub bridge: Link,
+    /// The bridge's current ports.
+    pub ports: Vec<Link>,
+    /// The uplink's addresses, both families.
+    pub uplink_addrs: Vec<IpNet>,
     /// Our routes in the main table, both families.
-    pub routes: Vec<KernelRoute>,
+    pub routes: Vec<Route>,
     /// Neighbour entries on the uplink, both families.
     pub neighbours: Vec<Neighbour>,
-    /// The route tries, both families.
-    pub trie: BTreeMap<IpNet, TrieRoute>,
     /// The bridge's networks, both families: where pods live.
     pub bridge_nets: Vec<IpNet>,
     /// Neighbour entries on the bridge.
     pub bridge_neighbours: Vec<Neighbour>,
     /// The bridge's learned MAC → port.
     pub fdb: BTreeMap<[u8; 6], u32>,
-    /// The bridge's current ports.
-    pub ports: BTreeSet<u32>,
+    /// The forwarding sysctls of the bridge and the uplink.
+    pub forwarding: Forwarding,
+    /// Netfilter NAT, when it was looked at (`--conntrack-gate auto`); an error says why it
+    /// could not be read.
+    pub nat: Option<Result<Nat, String>>,
+    /// The route tries, both families.
+    pub trie: BTreeMap<IpNet, TrieRoute>,
     /// The endpoint tables, both families.
     pub endpoints: BTreeMap<IpAddr, Endpoint>,
+    /// The `STATE` map's value.
+    pub state: State,
+    /// The egress hooks on bridge ports: port name → the ifindex the hook is on (0 for the pin
+    /// of a port that went away while no agent ran).
+    pub port_hooks: BTreeMap<String, u32>,
 }
 
 /// One change.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    ResolveNeighbour { ip: IpAddr },
-    ReplaceRoute { cidr: IpNet, via: IpAddr },
-    PutTrie { cidr: IpNet, route: TrieRoute },
-    PutEndpoint { ip: IpAddr, endpoint: Endpoint },
-    DeleteTrie { cidr: IpNet },
-    DeleteEndpoint { ip: IpAddr },
-    DeleteRoute { route: KernelRoute },
-    DeleteNeighbour { neighbour: Neighbour },
+    /// Attach the egress program to a bridge port, releasing a hook its name had on another
+    /// interface.
+    AttachPort {
+        name: String,
+        ifindex: u32,
+    },
+    /// Release the egress hook of a port that is gone, and its pin.
+    DetachPort {
+        name: String,
+    },
+    /// Write `to` into the sysctl `key` (relative to `/proc/sys`, with slashes), now `from`.
+    WriteSysctl {
+        key: String,
+        from: String,
+        to: &'static str,
+    },
+    /// Write the programs' node state.
+    SetState {
+        state: State,
+    },
+    ResolveNeighbour {
+        ip: IpAddr,
+        ifindex: u32,
+    },
+    ReplaceRoute {
+        cidr: IpNet,
+        via: IpAddr,
+        oif: u32,
+    },
+    PutTrie {
+        cidr: IpNet,
+        route: TrieRoute,
+    },
+    PutEndpoint {
+        ip: IpAddr,
+        endpoint: Endpoint,
+    },
+    DeleteTrie {
+        cidr: IpNet,
+    },
+    DeleteEndpoint {
+        ip: IpAddr,
+    },
+    DeleteRoute {
+        route: Route,
+    },
+    DeleteNeighbour {
+        neighbour: Neighbour,
+    },
 }
 
-/// The operations, in a safe order: next hops and routes before the trie entries that use
-/// them, trie entries removed before their routes.
-pub fn plan(desired: &Desired, actual: &Actual, uplink: &Uplink) -> Vec<Op> {
+/// The operations, in a safe order: ports, sysctls and node state first; then next hops and
+/// routes before the trie entries that use them, trie entries removed before their routes.
+pub fn plan(desired: Option<&Desired>, observed: &Observed, ct_gate: bool) -> Vec<Op> {
+    let mut ops = ports(observed);
+    if desired.is_some_and(|d| d.has_local(Family::V6)) {
+        ops.extend(ipv6_forwarding(&observed.forwarding, &observed.uplink.name));
+    }
+    let state = node_state(observed, ct_gate);
+    if state != observed.state {
+        ops.push(Op::SetState { state });
+    }
+    match desired {
+        Some(d) => ops.extend(network(d, observed)),
+        None => ops.extend(endpoint_ops(observed)),
+    }
+    ops
+}
+
+/// Whether the conntrack gate must be on with `--conntrack-gate auto`: while the node has NAT
+/// rules, and when they cannot be read (to be safe).
+pub fn auto_gate(nat: Option<&Result<Nat, String>>) -> bool {
+    match nat {
+        Some(Ok(n)) => n.present(),
+        Some(Err(_)) | None => true,
+    }
+}
+
+/// The egress program on exactly the bridge's current ports.
+fn ports(o: &Observed) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for port in &o.ports {
+        if o.port_hooks.get(&port.name) != Some(&port.index) {
+            ops.push(Op::AttachPort {
+                name: port.name.clone(),
+                ifindex: port.index,
+            });
+        }
+    }
+    for name in o.port_hooks.keys() {
+        if !o.ports.iter().any(|p| &p.name == name) {
+            ops.push(Op::DetachPort { name: name.clone() });
+        }
+    }
+    ops
+}
+
+/// The writes that switch IPv6 forwarding on: none while it is on (or unreadable);
+/// otherwise `accept_ra` 1 → 2 on the uplink first, then `all.forwarding` → 1.
+fn ipv6_forwarding(f: &Forwarding, uplink: &str) -> Vec<Op> {
+    let Some(all) = f.v6_all.as_deref() else {
+        return Vec::new();
+    };
+    if all == "1" {
+        return Vec::new();
+    }
+    let mut ops = Vec::new();
+    if f.uplink_accept_ra.as_deref() == Some("1") {
+        ops.push(Op::WriteSysctl {
+            key: format!("net/ipv6/conf/{uplink}/accept_ra"),
+            from: "1".to_owned(),
+            to: "2",
+        });
+    }
+    ops.push(Op::WriteSysctl {
+        key: "net/ipv6/conf/all/forwarding".to_owned(),
+        from: all.to_owned(),
+        to: "1",
+    });
+    ops
+}
+
+/// The value the `STATE` map should hold.
+fn node_state(o: &Observed, ct_gate: bool) -> State {
+    let mut flags = 0;
+    if o.forwarding.v4() {
+        flags |= STATE_F_FORWARD_V4;
+    }
+    if o.forwarding.v6() {
+        flags |= STATE_F_FORWARD_V6;
+    }
+    if ct_gate {
+        flags |= STATE_F_CT_GATE;
+    }
+    State {
+        flags,
+        bridge_mac: o.bridge.mac,
+        uplink_mac: o.uplink.mac,
+    }
+}
+
+/// The interface facts the route and trie plan needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Uplink {
+    index: u32,
+    mac: [u8; 6],
+    mtu: u32,
+}
+
+/// Routes, next hops, trie entries and endpoints.
+fn network(desired: &Desired, actual: &Observed) -> Vec<Op> {
+    let uplink = Uplink {
+        index: actual.uplink.index,
+        mac: actual.uplink.mac,
+        mtu: actual.uplink.mtu,
+    };
+    network_via(desired, actual, &uplink)
+}
+
+fn network_via(desired: &Desired, actual: &Observed, uplink: &Uplink) -> Vec<Op> {
     let mut ops = Vec::new();
     let by_ip: BTreeMap<IpAddr, &Neighbour> = actual.neighbours.iter().map(|n| (n.ip, n)).collect();
     let next_hops: BTreeSet<IpAddr> = desired.routes.values().map(|r| r.via).collect();
@@ -86,7 +252,10 @@ pub fn plan(desired: &Desired, actual: &Actual, uplink: &Uplink) -> Vec<Op> {
             Some(n) => n.state == NeighState::Unresolved && !n.managed,
         };
         if needs {
-            ops.push(Op::ResolveNeighbour { ip: *ip });
+            ops.push(Op::ResolveNeighbour {
+                ip: *ip,
+                ifindex: uplink.index,
+            });
         }
     }
 
@@ -102,10 +271,10 @@ pub fn plan(desired: &Desired, actual: &Actual, uplink: &Uplink) -> Vec<Op> {
             ops.push(Op::ReplaceRoute {
                 cidr: *cidr,
                 via: remote.via,
+                oif: uplink.index,
             });
         }
     }
-
     for (cidr, remote) in &desired.routes {
         let mac = by_ip
             .get(&remote.via)
@@ -125,25 +294,14 @@ pub fn plan(desired: &Desired, actual: &Actual, uplink: &Uplink) -> Vec<Op> {
     }
 
     let endpoints = desired_endpoints(actual);
-    for (ip, endpoint) in &endpoints {
-        if actual.endpoints.get(ip) != Some(endpoint) {
-            ops.push(Op::PutEndpoint {
-                ip: *ip,
-                endpoint: *endpoint,
-            });
-        }
-    }
+    put_endpoints(&endpoints, actual, &mut ops);
 
     for cidr in actual.trie.keys() {
         if !desired.routes.contains_key(cidr) {
             ops.push(Op::DeleteTrie { cidr: *cidr });
         }
     }
-    for ip in actual.endpoints.keys() {
-        if !endpoints.contains_key(ip) {
-            ops.push(Op::DeleteEndpoint { ip: *ip });
-        }
-    }
+    delete_endpoints(&endpoints, actual, &mut ops);
     // Our routes that are not wanted, including extra copies of a wanted one.
     let mut matched = BTreeSet::new();
     for r in &actual.routes {
@@ -165,8 +323,36 @@ pub fn plan(desired: &Desired, actual: &Actual, uplink: &Uplink) -> Vec<Op> {
     ops
 }
 
+/// The endpoint operations alone, for a round without a node list.
+fn endpoint_ops(actual: &Observed) -> Vec<Op> {
+    let endpoints = desired_endpoints(actual);
+    let mut ops = Vec::new();
+    put_endpoints(&endpoints, actual, &mut ops);
+    delete_endpoints(&endpoints, actual, &mut ops);
+    ops
+}
+
+fn put_endpoints(endpoints: &BTreeMap<IpAddr, Endpoint>, actual: &Observed, ops: &mut Vec<Op>) {
+    for (ip, endpoint) in endpoints {
+        if actual.endpoints.get(ip) != Some(endpoint) {
+            ops.push(Op::PutEndpoint {
+                ip: *ip,
+                endpoint: *endpoint,
+            });
+        }
+    }
+}
+
+fn delete_endpoints(endpoints: &BTreeMap<IpAddr, Endpoint>, actual: &Observed, ops: &mut Vec<Op>) {
+    for ip in actual.endpoints.keys() {
+        if !endpoints.contains_key(ip) {
+            ops.push(Op::DeleteEndpoint { ip: *ip });
+        }
+    }
+}
+
 /// The endpoint table as it should be.
-fn desired_endpoints(actual: &Actual) -> BTreeMap<IpAddr, Endpoint> {
+fn desired_endpoints(actual: &Observed) -> BTreeMap<IpAddr, Endpoint> {
     let is_pod = |ip: &IpAddr| {
         !ip.is_multicast()
             && !is_link_local(*ip)
@@ -175,6 +361,7 @@ fn desired_endpoints(actual: &Actual) -> BTreeMap<IpAddr, Endpoint> {
                 .iter()
                 .any(|n| !is_link_local(n.addr()) && n.contains(ip))
     };
+    let ports: BTreeSet<u32> = actual.ports.iter().map(|p| p.index).collect();
     let mut out = BTreeMap::new();
     let mut failed = BTreeSet::new();
     for n in &actual.bridge_neighbours {
@@ -183,7 +370,7 @@ fn desired_endpoints(actual: &Actual) -> BTreeMap<IpAddr, Endpoint> {
         }
         match (n.state, n.mac) {
             (NeighState::Valid, Some(mac)) => {
-                if let Some(port) = actual.fdb.get(&mac).filter(|p| actual.ports.contains(p)) {
+                if let Some(port) = actual.fdb.get(&mac).filter(|p| ports.contains(p)) {
                     out.insert(
                         n.ip,
                         Endpoint {
@@ -201,7 +388,7 @@ fn desired_endpoints(actual: &Actual) -> BTreeMap<IpAddr, Endpoint> {
         }
     }
     for (ip, ep) in &actual.endpoints {
-        let still = actual.ports.contains(&ep.ifindex) && is_pod(ip) && !failed.contains(ip);
+        let still = ports.contains(&ep.ifindex) && is_pod(ip) && !failed.contains(ip);
         if still && !out.contains_key(ip) {
             // A neighbour entry that moved to another MAC wins over the remembered one.
             let contradicted = actual
@@ -262,12 +449,22 @@ mod tests {
         }
     }
 
-    fn kroute(cidr: &str, via: &str, oif: u32) -> KernelRoute {
-        KernelRoute {
+    fn kroute(cidr: &str, via: &str, oif: u32) -> Route {
+        Route {
             cidr: net(cidr),
             via: Some(ip(via)),
             oif: Some(oif),
-            message: rtnetlink::packet_route::route::RouteMessage::default(),
+            metric: None,
+        }
+    }
+
+    fn port(index: u32) -> Link {
+        Link {
+            index,
+            name: format!("veth{index}"),
+            controller: Some(5),
+            is_veth: true,
+            ..Link::default()
         }
     }
 
@@ -294,8 +491,8 @@ mod tests {
     }
 
     /// The actual state that the plan for `d` leads to, with every next hop resolved.
-    fn converged(d: &Desired) -> Actual {
-        Actual {
+    fn converged(d: &Desired) -> Observed {
+        Observed {
             routes: d
                 .routes
                 .iter()
@@ -318,23 +515,25 @@ mod tests {
                 .iter()
                 .map(|(c, r)| (*c, trie_entry(&r.via.to_string(), Some(last(r.via)))))
                 .collect(),
-            ..Actual::default()
+            ..Observed::default()
         }
     }
 
     #[test]
     fn from_nothing_everything_is_added_in_order() {
         let d = desired(&[("10.1.27.0/24", "172.20.11.42")]);
-        let ops = plan(&d, &Actual::default(), &UPLINK);
+        let ops = network_via(&d, &Observed::default(), &UPLINK);
         assert_eq!(
             ops,
             vec![
                 Op::ResolveNeighbour {
-                    ip: ip("172.20.11.42")
+                    ip: ip("172.20.11.42"),
+                    ifindex: 2
                 },
                 Op::ReplaceRoute {
                     cidr: net("10.1.27.0/24"),
-                    via: ip("172.20.11.42")
+                    via: ip("172.20.11.42"),
+                    oif: 2
                 },
                 Op::PutTrie {
                     cidr: net("10.1.27.0/24"),
@@ -350,7 +549,7 @@ mod tests {
             ("10.1.27.0/24", "172.20.11.42"),
             ("10.1.28.0/24", "172.20.11.44"),
         ]);
-        assert_eq!(plan(&d, &converged(&d), &UPLINK), vec![]);
+        assert_eq!(network_via(&d, &converged(&d), &UPLINK), vec![]);
     }
 
     #[test]
@@ -360,7 +559,7 @@ mod tests {
         a.trie
             .insert(net("10.1.27.0/24"), trie_entry("172.20.11.42", None));
         assert_eq!(
-            plan(&d, &a, &UPLINK),
+            network_via(&d, &a, &UPLINK),
             vec![Op::PutTrie {
                 cidr: net("10.1.27.0/24"),
                 route: trie_entry("172.20.11.42", Some(42))
@@ -368,7 +567,7 @@ mod tests {
         );
         // A changed MAC is written again.
         a.neighbours[0].mac = Some([2, 0, 0, 0, 0, 0x99]);
-        let ops = plan(&d, &a, &UPLINK);
+        let ops = network_via(&d, &a, &UPLINK);
         assert!(
             matches!(&ops[..], [Op::PutTrie { route, .. }] if route.node_mac == [2, 0, 0, 0, 0, 0x99]),
             "{ops:?}"
@@ -383,14 +582,15 @@ mod tests {
         a.trie
             .insert(net("10.1.27.0/24"), trie_entry("172.20.11.42", None));
         assert_eq!(
-            plan(&d, &a, &UPLINK),
+            network_via(&d, &a, &UPLINK),
             vec![Op::ResolveNeighbour {
-                ip: ip("172.20.11.42")
+                ip: ip("172.20.11.42"),
+                ifindex: 2
             }]
         );
         a.neighbours[0].managed = true;
         assert_eq!(
-            plan(&d, &a, &UPLINK),
+            network_via(&d, &a, &UPLINK),
             vec![],
             "the kernel retries managed entries itself"
         );
@@ -404,7 +604,7 @@ mod tests {
         ]);
         let a = converged(&before);
         let after = desired(&[("10.1.27.0/24", "172.20.11.42")]);
-        let ops = plan(&after, &a, &UPLINK);
+        let ops = network_via(&after, &a, &UPLINK);
         assert_eq!(
             ops,
             vec![
@@ -424,10 +624,10 @@ mod tests {
     #[test]
     fn foreign_neighbours_are_never_deleted() {
         let d = desired(&[]);
-        let mut a = Actual::default();
+        let mut a = Observed::default();
         a.neighbours
             .push(neigh("172.20.11.1", Some(1), NeighState::Valid, false));
-        assert_eq!(plan(&d, &a, &UPLINK), vec![]);
+        assert_eq!(network_via(&d, &a, &UPLINK), vec![]);
     }
 
     #[test]
@@ -439,13 +639,14 @@ mod tests {
             kroute("10.1.27.0/24", "172.20.11.99", 2),
             kroute("10.1.27.0/24", "172.20.11.42", 7),
         ];
-        let ops = plan(&d, &a, &UPLINK);
+        let ops = network_via(&d, &a, &UPLINK);
         assert_eq!(
             ops,
             vec![
                 Op::ReplaceRoute {
                     cidr: net("10.1.27.0/24"),
-                    via: ip("172.20.11.42")
+                    via: ip("172.20.11.42"),
+                    oif: 2
                 },
                 Op::DeleteRoute {
                     route: kroute("10.1.27.0/24", "172.20.11.99", 2)
@@ -460,7 +661,7 @@ mod tests {
             kroute("10.1.27.0/24", "172.20.11.42", 2),
             kroute("10.1.27.0/24", "172.20.11.42", 2),
         ];
-        let ops = plan(&d, &a, &UPLINK);
+        let ops = network_via(&d, &a, &UPLINK);
         assert_eq!(
             ops,
             vec![Op::DeleteRoute {
@@ -481,7 +682,7 @@ mod tests {
                 pad: [0; 2],
             },
         );
-        let ops = plan(&d, &a, &UPLINK);
+        let ops = network_via(&d, &a, &UPLINK);
         assert_eq!(ops.len(), 4, "{ops:?}");
         assert!(matches!(ops[0], Op::DeleteTrie { .. }));
         assert!(
@@ -492,12 +693,12 @@ mod tests {
         assert!(matches!(ops[3], Op::DeleteNeighbour { .. }));
     }
 
-    fn bridge_actual() -> Actual {
-        Actual {
+    fn bridge_actual() -> Observed {
+        Observed {
             bridge_nets: vec![net("10.1.79.0/24")],
-            ports: BTreeSet::from([10, 11]),
+            ports: vec![port(10), port(11)],
             fdb: BTreeMap::from([([2, 0, 0, 0, 0, 3], 10), ([2, 0, 0, 0, 0, 4], 11)]),
-            ..Actual::default()
+            ..Observed::default()
         }
     }
 
@@ -530,7 +731,7 @@ mod tests {
             bneigh("10.1.79.6", None, NeighState::Unresolved),
             bneigh("192.168.1.1", Some(3), NeighState::Valid), // not a pod address
         ];
-        let ops = plan(&Desired::default(), &a, &UPLINK);
+        let ops = network_via(&Desired::default(), &a, &UPLINK);
         assert_eq!(
             ops,
             vec![
@@ -552,13 +753,13 @@ mod tests {
         a.fdb.clear();
         a.endpoints = BTreeMap::from([(ip("10.1.79.3"), ep(10, 3)), (ip("10.1.79.4"), ep(11, 4))]);
         assert_eq!(
-            plan(&Desired::default(), &a, &UPLINK),
+            network_via(&Desired::default(), &a, &UPLINK),
             vec![],
             "aged-out entries keep endpoints"
         );
-        a.ports.remove(&11);
+        a.ports.retain(|p| p.index != 11);
         assert_eq!(
-            plan(&Desired::default(), &a, &UPLINK),
+            network_via(&Desired::default(), &a, &UPLINK),
             vec![Op::DeleteEndpoint {
                 ip: ip("10.1.79.4")
             }]
@@ -574,7 +775,7 @@ mod tests {
             // The address now belongs to the pod with MAC ..:03 on port 10.
             bneigh("10.1.79.4", Some(3), NeighState::Valid),
         ];
-        let ops = plan(&Desired::default(), &a, &UPLINK);
+        let ops = network_via(&Desired::default(), &a, &UPLINK);
         assert_eq!(
             ops,
             vec![
@@ -595,23 +796,27 @@ mod tests {
             ("10.1.27.0/24", "172.20.11.42"),
             ("fd00:10:27::/64", "fd00:20::42"),
         ]);
-        let ops = plan(&d, &Actual::default(), &UPLINK);
+        let ops = network_via(&d, &Observed::default(), &UPLINK);
         assert_eq!(
             ops,
             vec![
                 Op::ResolveNeighbour {
-                    ip: ip("172.20.11.42")
+                    ip: ip("172.20.11.42"),
+                    ifindex: 2
                 },
                 Op::ResolveNeighbour {
-                    ip: ip("fd00:20::42")
+                    ip: ip("fd00:20::42"),
+                    ifindex: 2
                 },
                 Op::ReplaceRoute {
                     cidr: net("10.1.27.0/24"),
-                    via: ip("172.20.11.42")
+                    via: ip("172.20.11.42"),
+                    oif: 2
                 },
                 Op::ReplaceRoute {
                     cidr: net("fd00:10:27::/64"),
-                    via: ip("fd00:20::42")
+                    via: ip("fd00:20::42"),
+                    oif: 2
                 },
                 Op::PutTrie {
                     cidr: net("10.1.27.0/24"),
@@ -623,7 +828,7 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(plan(&d, &converged(&d), &UPLINK), vec![]);
+        assert_eq!(network_via(&d, &converged(&d), &UPLINK), vec![]);
     }
 
     #[test]
@@ -632,7 +837,7 @@ mod tests {
         let mut a = converged(&d);
         a.trie
             .insert(net("fd00:10:27::/64"), trie_entry("fd00:20::42", None));
-        let ops = plan(&d, &a, &UPLINK);
+        let ops = network_via(&d, &a, &UPLINK);
         let [Op::PutTrie { cidr, route }] = &ops[..] else {
             panic!("{ops:?}");
         };
@@ -646,9 +851,10 @@ mod tests {
         a.trie
             .insert(net("fd00:10:27::/64"), trie_entry("fd00:20::42", None));
         assert_eq!(
-            plan(&d, &a, &UPLINK),
+            network_via(&d, &a, &UPLINK),
             vec![Op::ResolveNeighbour {
-                ip: ip("fd00:20::42")
+                ip: ip("fd00:20::42"),
+                ifindex: 2
             }]
         );
     }
@@ -660,13 +866,13 @@ mod tests {
             ("fd00:10:27::/64", "fd00:20::42"),
         ]);
         let mut a = converged(&both);
-        a.ports = BTreeSet::from([10]);
+        a.ports = vec![port(10)];
         a.bridge_nets = vec![net("fd00:10:79::1/64")];
         a.endpoints.insert(ip("fd00:10:79::3"), ep(10, 3));
         a.bridge_neighbours = vec![bneigh("fd00:10:79::3", None, NeighState::Unresolved)];
         let v4_only = desired(&[("10.1.27.0/24", "172.20.11.42")]);
         assert_eq!(
-            plan(&v4_only, &a, &UPLINK),
+            network_via(&v4_only, &a, &UPLINK),
             vec![
                 Op::DeleteTrie {
                     cidr: net("fd00:10:27::/64")
@@ -700,7 +906,7 @@ mod tests {
         // A remembered link-local endpoint (from a broken earlier run) goes too.
         a.endpoints.insert(ip("fe80::4"), ep(11, 4));
         assert_eq!(
-            plan(&Desired::default(), &a, &UPLINK),
+            network_via(&Desired::default(), &a, &UPLINK),
             vec![
                 Op::PutEndpoint {
                     ip: ip("10.1.79.3"),
@@ -713,5 +919,46 @@ mod tests {
                 Op::DeleteEndpoint { ip: ip("fe80::4") },
             ]
         );
+    }
+
+    #[test]
+    fn ipv6_forwarding_protects_router_advertisements_first() {
+        let f = |all: Option<&str>, ra: Option<&str>| Forwarding {
+            v6_all: all.map(str::to_owned),
+            uplink_accept_ra: ra.map(str::to_owned),
+            ..Forwarding::default()
+        };
+        let keys = |ops: Vec<Op>| -> Vec<(String, String, &'static str)> {
+            ops.into_iter()
+                .map(|op| match op {
+                    Op::WriteSysctl { key, from, to } => (key, from, to),
+                    other => panic!("not a sysctl write: {other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(
+            keys(ipv6_forwarding(&f(Some("1"), Some("1")), "eth0")),
+            vec![]
+        );
+        assert_eq!(
+            keys(ipv6_forwarding(&f(None, Some("1")), "eth0")),
+            vec![],
+            "unreadable"
+        );
+        assert_eq!(
+            keys(ipv6_forwarding(&f(Some("0"), Some("1")), "eth0")),
+            vec![
+                ("net/ipv6/conf/eth0/accept_ra".into(), "1".into(), "2"),
+                ("net/ipv6/conf/all/forwarding".into(), "0".into(), "1"),
+            ]
+        );
+        // accept_ra 0 (no RAs wanted) or 2 (already accepted while forwarding) stays.
+        for ra in [Some("0"), Some("2"), None] {
+            assert_eq!(
+                keys(ipv6_forwarding(&f(Some("0"), ra), "eth0")),
+                vec![("net/ipv6/conf/all/forwarding".into(), "0".into(), "1")],
+                "{ra:?}"
+            );
+        }
     }
 }

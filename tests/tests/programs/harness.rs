@@ -108,8 +108,8 @@ impl Programs {
     /// Loads the programs with `cfg` as their read-only configuration and fills the maps with
     /// the world's routes and endpoints; the node state is left empty (forwarding off).
     pub(crate) fn load_with(world: &World, cfg: Config) -> Self {
-        let object =
-            hostgw_agent::kfunc::PatchedObject::new(hostgw_agent::EBPF_OBJECT, &kernel()).expect("kfunc calls prepared");
+        let object = hostgw_agent::kfunc::PatchedObject::new(hostgw_agent::EBPF_OBJECT, &kernel())
+            .expect("kfunc calls prepared");
         let mut ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &cfg, true)
             .load(object.bytes())

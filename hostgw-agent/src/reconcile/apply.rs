@@ -1,0 +1,96 @@
+//! The two ends of a round that touch the kernel, behind the [`Host`] trait: `observe` reads
+//! everything the plan looks at into plain data ([`Observed`]), `apply` carries out one
+//! [`Op`]. [`Kernel`] does both over rtnetlink, sysctl files, netfilter and the loaded
+//! dataplane; the round's unit tests use a fake. Neither decides anything.
+
+use rtnetlink::Handle;
+
+use super::{
+    ReconcileError,
+    plan::{Observed, Op},
+};
+use crate::{
+    dataplane::Dataplane,
+    host::{iface, nat, netlink, sysctl},
+};
+
+/// What a round reads from and writes to.
+pub trait Host {
+    /// Reads the state of the uplink and the bridge called so, their routes, neighbours and
+    /// FDB, the forwarding sysctls, the maps and the port hooks; netfilter's NAT too when
+    /// `nat` is set.
+    async fn observe(
+        &mut self,
+        uplink: &str,
+        bridge: &str,
+        nat: bool,
+    ) -> Result<Observed, ReconcileError>;
+
+    /// Carries out one operation.
+    async fn apply(&mut self, op: &Op) -> Result<(), ReconcileError>;
+}
+
+/// The node's kernel and the loaded dataplane.
+pub struct Kernel<'a> {
+    handle: Handle,
+    dp: &'a mut Dataplane,
+}
+
+impl<'a> Kernel<'a> {
+    pub fn new(handle: Handle, dp: &'a mut Dataplane) -> Self {
+        Self { handle, dp }
+    }
+}
+
+impl Host for Kernel<'_> {
+    async fn observe(
+        &mut self,
+        uplink: &str,
+        bridge: &str,
+        nat: bool,
+    ) -> Result<Observed, ReconcileError> {
+        let h = &self.handle;
+        let uplink = iface::by_name(h, uplink).await?;
+        let bridge = iface::by_name(h, bridge).await?;
+        Ok(Observed {
+            ports: iface::ports_of(h, bridge.index).await?,
+            uplink_addrs: netlink::addresses(h, uplink.index).await?,
+            routes: netlink::our_routes(h).await?,
+            neighbours: netlink::neighbours(h, uplink.index).await?,
+            bridge_nets: netlink::addresses(h, bridge.index).await?,
+            bridge_neighbours: netlink::neighbours(h, bridge.index).await?,
+            fdb: netlink::fdb(h, bridge.index).await?,
+            forwarding: sysctl::read_forwarding(&bridge.name, &uplink.name),
+            nat: nat.then(|| nat::detect().map_err(|e| e.to_string())),
+            trie: self.dp.trie()?,
+            endpoints: self.dp.endpoints()?,
+            state: self.dp.state()?,
+            port_hooks: self.dp.port_hooks(),
+            uplink,
+            bridge,
+        })
+    }
+
+    async fn apply(&mut self, op: &Op) -> Result<(), ReconcileError> {
+        let h = &self.handle;
+        match op {
+            Op::AttachPort { name, ifindex } => self.dp.attach_port(name, *ifindex)?,
+            Op::DetachPort { name } => self.dp.detach_port(name)?,
+            Op::WriteSysctl { key, to, .. } => sysctl::write(key, to)?,
+            Op::SetState { state } => self.dp.set_state(*state)?,
+            Op::ResolveNeighbour { ip, ifindex } => {
+                netlink::resolve_neighbour(h, *ip, *ifindex).await?;
+            }
+            Op::ReplaceRoute { cidr, via, oif } => {
+                netlink::replace_route(h, *cidr, *via, *oif).await?;
+            }
+            Op::PutTrie { cidr, route } => self.dp.put_trie(*cidr, *route)?,
+            Op::PutEndpoint { ip, endpoint } => self.dp.put_endpoint(*ip, *endpoint)?,
+            Op::DeleteTrie { cidr } => self.dp.delete_trie(*cidr)?,
+            Op::DeleteEndpoint { ip } => self.dp.delete_endpoint(*ip)?,
+            Op::DeleteRoute { route } => netlink::delete_route(h, route).await?,
+            Op::DeleteNeighbour { neighbour } => netlink::delete_neighbour(h, neighbour).await?,
+        }
+        Ok(())
+    }
+}
