@@ -5,9 +5,9 @@
 use std::{collections::BTreeMap, io::Read as _, process::Command, time::Duration};
 
 use hostgw_tests::{
-    agent_binary,
+    Netns, PinDir, agent_binary,
     lab::{self, Lab, Mode, Spec},
-    sh,
+    require_root, sh,
 };
 use serde_json::Value;
 
@@ -198,6 +198,89 @@ fn inspection_commands_and_metrics_show_the_lab() {
         .ip(&["route", "del", &lab.node(2).pod_cidr()]);
     let routes = inspect(&lab, 1, "routes");
     assert_eq!(routes[0]["status"], "mismatch: no kernel route", "{routes}");
+    // The attach mode comes from the link itself, not from the pin's name.
+    let links = lab.node(1).pin_dir().join("links");
+    std::fs::rename(
+        links.join("hostgw_ingress@eth0"),
+        links.join("hostgw_xdp@eth0"),
+    )
+    .expect("renaming a pin");
+    let status = inspect(&lab, 1, "status");
+    let renamed = status["programs"]
+        .as_array()
+        .expect("programs")
+        .iter()
+        .find(|p| p["pin"] == "hostgw_xdp@eth0")
+        .unwrap_or_else(|| panic!("renamed pin missing: {status}"));
+    assert_eq!(renamed["mode"], "tcx", "{status}");
+    assert_eq!(renamed["program"], "hostgw_ingress", "{status}");
     let status = inspect(&lab, 1, "status");
     assert!(status["agent"].is_null(), "an agent answered: {status}");
+}
+
+/// `status` reports the sizes of the maps as the kernel has them, not this build's: a pin
+/// directory left by a build with other sizes shows those.
+#[test]
+fn status_reports_the_pinned_maps_sizes() {
+    require_root();
+    let ns = Netns::new("sizes");
+    let pins = PinDir::new("sizes");
+    std::fs::create_dir_all(pins.path()).expect("pin directory");
+    let maps = [
+        ("ROUTES_V4", "lpm_trie", 8, 28, 32),
+        ("ROUTES_V6", "lpm_trie", 20, 40, 48),
+        ("ENDPOINTS_V4", "hash", 4, 12, 64),
+        ("ENDPOINTS_V6", "hash", 16, 12, 80),
+        ("STATE", "array", 4, 16, 1),
+    ];
+    for (name, kind, key, value, entries) in maps {
+        let path = pins.path().join(name);
+        let mut cmd = Command::new("bpftool");
+        cmd.args(["map", "create"])
+            .arg(&path)
+            .args(["type", kind, "key", &key.to_string(), "value"])
+            .args([
+                &value.to_string(),
+                "entries",
+                &entries.to_string(),
+                "name",
+                name,
+            ]);
+        if kind == "lpm_trie" {
+            // BPF_F_NO_PREALLOC: LPM tries require it.
+            cmd.args(["flags", "1"]);
+        }
+        sh(&mut cmd);
+    }
+    let out = sh(Command::new(agent_binary()).args([
+        "status",
+        "--netns",
+        ns.name(),
+        "--pin-dir",
+        pins.path().to_str().expect("UTF-8 pin dir"),
+        "-o",
+        "json",
+    ]));
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let sizes: BTreeMap<String, u64> = status["maps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no maps in {status}"))
+        .iter()
+        .map(|m| {
+            (
+                m["map"].as_str().expect("map name").to_owned(),
+                m["capacity"].as_u64().expect("capacity"),
+            )
+        })
+        .collect();
+    let want: BTreeMap<String, u64> = maps[..4]
+        .iter()
+        .map(|(name, .., entries)| ((*name).to_owned(), *entries))
+        .collect();
+    assert_eq!(sizes, want, "{status}");
+    assert_eq!(
+        status["programs"],
+        Value::Array(vec![]),
+        "no links pinned: {status}"
+    );
 }

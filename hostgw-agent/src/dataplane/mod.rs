@@ -13,7 +13,7 @@
 //! - `hooks`: attaching to interfaces, adopting and releasing pinned links;
 //! - [`maps`]: typed access to the trie, endpoint and state maps (shared with the inspection
 //!   commands, which open the same maps from their pins);
-//! - `sys`: the few raw `bpf(2)` calls aya does not offer;
+//! - [`sys`]: the few raw `bpf(2)` calls aya does not offer;
 //! - [`kfunc`]: preparing the object's conntrack kfunc calls for the running kernel;
 //! - [`log`]: the programs' log records, bridged into tracing.
 
@@ -21,7 +21,7 @@ mod hooks;
 pub mod kfunc;
 pub mod log;
 pub mod maps;
-mod sys;
+pub mod sys;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

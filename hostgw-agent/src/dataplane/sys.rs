@@ -14,7 +14,7 @@ use std::{
 use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_link_info, bpf_link_type};
 
 /// The ifindex a pinned XDP or tcx link is attached to; 0 once its interface is gone.
-pub(super) fn pinned_link_ifindex(path: &Path) -> io::Result<u32> {
+pub fn pinned_link_ifindex(path: &Path) -> io::Result<u32> {
     let fd = obj_get(path)?;
     let info = link_info(&fd)?;
     // SAFETY: the kernel filled the union member that `type_` names.

@@ -192,8 +192,10 @@ impl Collector for Datapath {
             prometheus_client::metrics::MetricType::Gauge,
         )?;
         for fill in &fills {
-            ConstGauge::new(i64::from(fill.capacity))
-                .encode(capacity.encode_family(&vec![("map", fill.map)])?)?;
+            if let Some(n) = fill.capacity {
+                ConstGauge::new(i64::from(n))
+                    .encode(capacity.encode_family(&vec![("map", fill.map)])?)?;
+            }
         }
         Ok(())
     }

@@ -13,7 +13,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::{
+    maps::{Map, MapData, PerCpuArray},
+    programs::links::LinkType,
+};
 use hostgw_common::{
     Counter, Endpoint, ROUTE_F_RESOLVED, STATE_F_CT_GATE, STATE_F_FORWARD_V4, STATE_F_FORWARD_V6,
     State,
@@ -24,7 +27,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
-    dataplane::maps,
+    dataplane::{maps, sys},
     host::{
         iface::{self, IfaceError},
         netlink::{self as kernel, KernelError},
@@ -99,35 +102,37 @@ pub fn endpoints(pin_dir: &Path) -> Result<BTreeMap<IpAddr, Endpoint>, InspectEr
 pub struct MapLevel {
     pub map: &'static str,
     pub entries: Result<usize, InspectError>,
-    pub capacity: u32,
+    /// `max_entries` as the kernel has it (a pin made by another build may differ from this
+    /// build's); `None` when the map cannot be opened.
+    pub capacity: Option<u32>,
 }
 
 /// The fill level of every route and endpoint map, IPv4 then IPv6.
 pub fn map_fills(pin_dir: &Path) -> Vec<MapLevel> {
+    let level = |name: &'static str,
+                 count: &dyn Fn(MapData) -> Result<usize, aya::maps::MapError>| {
+        let opened = open(pin_dir, name);
+        let capacity = opened
+            .as_ref()
+            .ok()
+            .and_then(|m| m.info().ok())
+            .map(|i| i.max_entries());
+        MapLevel {
+            map: name,
+            entries: opened.and_then(|m| count(m).map_err(read_err(name))),
+            capacity,
+        }
+    };
     let mut out = Vec::new();
     for family in Family::ALL {
-        let name = maps::trie_map(family);
-        out.push(MapLevel {
-            map: name,
-            entries: open(pin_dir, name).and_then(|m| {
-                maps::read_trie(&Map::LpmTrie(m), family)
-                    .map(|t| t.len())
-                    .map_err(read_err(name))
-            }),
-            capacity: hostgw_common::MAX_ROUTES,
-        });
+        out.push(level(maps::trie_map(family), &|m| {
+            maps::read_trie(&Map::LpmTrie(m), family).map(|t| t.len())
+        }));
     }
     for family in Family::ALL {
-        let name = maps::endpoint_map(family);
-        out.push(MapLevel {
-            map: name,
-            entries: open(pin_dir, name).and_then(|m| {
-                maps::read_endpoints(&Map::HashMap(m), family)
-                    .map(|e| e.len())
-                    .map_err(read_err(name))
-            }),
-            capacity: hostgw_common::MAX_ENDPOINTS,
-        });
+        out.push(level(maps::endpoint_map(family), &|m| {
+            maps::read_endpoints(&Map::HashMap(m), family).map(|e| e.len())
+        }));
     }
     out
 }
@@ -362,12 +367,21 @@ pub async fn attachments(
         let prog = aya::programs::loaded_programs()
             .filter_map(Result::ok)
             .find(|p| p.id() == info.program_id());
-        let interface = pin.split_once('@').map_or("", |(_, i)| i).to_owned();
-        let mode = if pin.starts_with(names::PROG_XDP) {
-            xdp_mode(handle, &interface).await
-        } else {
-            "tcx".to_owned()
+        // The interface and the mode as the kernel has them; the pin's name says what was
+        // meant, and names the interface once it is gone.
+        let named = pin.split_once('@').map_or("", |(_, i)| i).to_owned();
+        let interface = match sys::pinned_link_ifindex(&path) {
+            Ok(0) | Err(_) => None,
+            Ok(index) => iface::by_index(handle, index).await.ok().map(|l| l.name),
         };
+        let mode = match (info.link_type(), &interface) {
+            (_, None) => "interface gone".to_owned(),
+            (Ok(LinkType::Xdp), Some(name)) => xdp_mode(handle, name).await,
+            (Ok(LinkType::Tcx), _) => "tcx".to_owned(),
+            (Ok(other), _) => format!("{other:?}").to_lowercase(),
+            (Err(e), _) => format!("unknown ({e})"),
+        };
+        let interface = interface.unwrap_or(named);
         out.push(Attachment {
             program: prog
                 .as_ref()
@@ -420,7 +434,7 @@ pub async fn status(
             Ok(MapFill {
                 map: l.map,
                 entries: l.entries?,
-                capacity: l.capacity,
+                capacity: l.capacity.unwrap_or(0),
             })
         })
         .collect::<Result<_, InspectError>>()?;
