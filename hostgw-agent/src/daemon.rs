@@ -6,7 +6,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use crate::Config;
+use crate::config::Config;
 use hostgw_common::{CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, names};
 
 use crate::{

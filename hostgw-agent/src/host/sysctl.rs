@@ -11,7 +11,7 @@
 //! The fast path forwards IPv6 while `all.forwarding` is on, or `force_forwarding` is on for
 //! both the bridge and the uplink.
 //!
-//! Writes: `net.ipv4.ip_forward` at start-up, and what the plan asks for ([`write`]: IPv6
+//! Writes: `net.ipv4.ip_forward` at start-up, and what the plan asks for ([`write()`]: IPv6
 //! forwarding and the uplink's `accept_ra`, once this node has an IPv6 pod CIDR). Nothing
 //! else is written.
 

@@ -40,8 +40,8 @@ use self::{
     plan::{Observed, Op},
 };
 use crate::{
-    Config,
     cli::GateMode,
+    config::Config,
     dataplane::DataplaneError,
     host::{iface::IfaceError, netlink::KernelError, sysctl::SysctlError},
     inspect::metrics,

@@ -1,6 +1,7 @@
-//! The node source: a `NodeList` file, watched. Every successful read is published as the
-//! full current list (level-triggered); a read that fails is logged and the last good list
-//! stays in force.
+//! The node source: a `NodeList` file, watched (or the Kubernetes API, [`kube`]). Every
+//! successful read is published as the full current list (level-triggered); a read that
+//! fails is logged and the last good list stays in force. The file's content is kept as read
+//! (`Bytes`), so a poll that finds it unchanged costs a comparison, not a parse.
 
 pub mod kube;
 pub mod nodes;
@@ -11,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use notify::Watcher as _;
 use tokio::sync::{mpsc, watch};
 
@@ -42,13 +44,24 @@ struct State {
     prefix: String,
     good: Option<Vec<Item>>,
     reported: Option<String>,
+    /// The file's content at the last read.
+    content: Option<Bytes>,
 }
 
 impl State {
     /// Reads the file; returns the list when it differs from the last good one.
     fn read(&mut self, path: &Path) -> Option<Vec<Item>> {
-        match nodes::read_file(path, &self.prefix) {
-            Ok(items) => {
+        let parsed = nodes::read_bytes(path).and_then(|content| {
+            if self.content.as_ref() == Some(&content) {
+                return Ok(None);
+            }
+            let items = nodes::parse_bytes(path, &content, &self.prefix);
+            self.content = Some(content);
+            items.map(Some)
+        });
+        match parsed {
+            Ok(None) => None,
+            Ok(Some(items)) => {
                 self.reported = None;
                 if self.good.as_ref() == Some(&items) {
                     return None;
@@ -104,5 +117,32 @@ async fn run(path: PathBuf, tx: watch::Sender<Option<Arc<Vec<Item>>>>, mut state
         if let Some(items) = state.read(&path) {
             tx.send_replace(Some(Arc::new(items)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: &str = "apiVersion: v1\nkind: List\nitems: []\n";
+
+    #[test]
+    fn an_unchanged_file_is_compared_not_parsed_and_a_bad_one_keeps_the_last_good_list() {
+        let path = std::env::temp_dir().join(format!("hostgw-source-{}.yaml", std::process::id()));
+        std::fs::write(&path, LIST).unwrap();
+        let mut state = State::default();
+        assert_eq!(state.read(&path), Some(vec![]));
+        assert_eq!(state.content.as_deref(), Some(LIST.as_bytes()));
+        assert_eq!(state.read(&path), None, "unchanged");
+        // Half written: unusable, reported once, the last good list stays.
+        std::fs::write(&path, "apiVersion: v1\nkind: List\nitems: [").unwrap();
+        assert_eq!(state.read(&path), None);
+        assert!(state.reported.is_some());
+        assert_eq!(state.good, Some(vec![]));
+        assert_eq!(
+            state.content.as_deref(),
+            Some(&b"apiVersion: v1\nkind: List\nitems: ["[..])
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use k8s_openapi::api::core::v1::Node;
 
 use crate::model::Family;
@@ -126,11 +127,30 @@ pub enum NodesFileError {
 
 /// Reads and parses a nodes file.
 pub fn read_file(path: &Path, annotation_prefix: &str) -> Result<Vec<Item>, NodesFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| NodesFileError::Read {
+    parse_bytes(path, &read_bytes(path)?, annotation_prefix)
+}
+
+/// The content of a nodes file, as read.
+pub fn read_bytes(path: &Path) -> Result<Bytes, NodesFileError> {
+    std::fs::read(path)
+        .map(Bytes::from)
+        .map_err(|source| NodesFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Parses the content of a nodes file (UTF-8); `path` only names it in errors.
+pub fn parse_bytes(
+    path: &Path,
+    content: &[u8],
+    annotation_prefix: &str,
+) -> Result<Vec<Item>, NodesFileError> {
+    let text = std::str::from_utf8(content).map_err(|e| NodesFileError::Read {
         path: path.to_path_buf(),
-        source,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
     })?;
-    parse(path, &text, annotation_prefix)
+    parse(path, text, annotation_prefix)
 }
 
 /// Parses the text of a nodes file; `path` only names it in errors.
