@@ -248,17 +248,19 @@ fn nodes_with_one_family_are_routed_for_that_family() {
         [lab.node(2).pod_cidr6()],
         "n1's IPv6 routes"
     );
-    let log = lab.agent_log(1);
-    for node in ["n2", "n3"] {
-        let reported = log.lines().any(|l| {
-            l.contains("WARN")
-                && l.contains("skipping node")
-                && l.split(|c: char| !c.is_ascii_alphanumeric())
-                    .any(|w| w == node)
+    let events = lab.agent_events(1);
+    for (node, family) in [("n2", "ipv4"), ("n3", "ipv6")] {
+        let reported = events.iter().any(|e| {
+            e.level == "WARN"
+                && e.message().starts_with("skipping node")
+                && e.field_str("node") == Some(node)
+                && e.field_str("family") == Some(family)
+                && e.field_str("reason") == Some("no_pod_cidr")
         });
         assert!(
             reported,
-            "n1's agent did not report the family {node} lacks:\n{log}"
+            "n1's agent did not report the family {node} lacks ({family}):\n{}",
+            lab.agent_log(1)
         );
     }
     let s = lab.ping(

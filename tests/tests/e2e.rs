@@ -576,15 +576,15 @@ fn malformed_node_is_reported_and_skipped() {
             !routes.keys().any(|c| c.starts_with("10.1.3.")),
             "n{i} routes to the malformed node: {routes:?}"
         );
-        let log = lab.agent_log(i);
-        let reported = log.lines().any(|l| {
-            (l.contains("WARN") || l.contains("ERROR"))
-                && l.split(|c: char| !c.is_ascii_alphanumeric())
-                    .any(|w| w == "n3")
+        let reported = lab.agent_events(i).iter().any(|e| {
+            matches!(e.level.as_str(), "WARN" | "ERROR")
+                && e.field_str("node") == Some("n3")
+                && e.field_str("reason") == Some("malformed_cidr")
         });
         assert!(
             reported,
-            "n{i}'s agent did not report the malformed node n3 with a warning:\n{log}"
+            "n{i}'s agent did not report the malformed node n3 with a warning:\n{}",
+            lab.agent_log(i)
         );
     }
     for (a, b) in [((1, 1), (2, 1)), ((2, 2), (1, 2))] {

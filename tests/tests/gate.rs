@@ -213,21 +213,25 @@ fn gate_bit(lab: &Lab, i: usize) -> bool {
     state.flags & STATE_F_CT_GATE != 0
 }
 
-/// The `on=` of the last "conntrack gate" line the current run of node `i`'s agent logged.
+/// The `on` field of the last "conntrack gate" event the current run of node `i`'s agent
+/// logged.
 fn gate_logged(lab: &Lab, i: usize) -> Option<bool> {
-    let log = lab.agent_log(i);
-    let run = log
-        .rsplit("---- lab: starting hostgw-agent")
-        .next()
-        .unwrap_or_default();
-    run.lines()
-        .filter(|l| l.contains("conntrack gate"))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("on="))
-                .and_then(|v| v.parse().ok())
-        })
+    lab.agent_run_events(i)
+        .iter()
+        .filter(|e| e.message() == "conntrack gate")
+        .filter_map(|e| e.fields.get("on").and_then(serde_json::Value::as_bool))
         .next_back()
+}
+
+/// Whether node `i`'s agent logged the netfilter NAT it found with `chains` nft NAT chains.
+fn nat_logged(lab: &Lab, i: usize, chains: u64) -> bool {
+    lab.agent_events(i).iter().any(|e| {
+        e.message() == "netfilter NAT"
+            && e.fields
+                .get("nft_nat_chains")
+                .and_then(serde_json::Value::as_u64)
+                == Some(chains)
+    })
 }
 
 /// Waits until node `i`'s agent has logged the gate as `on` and the programs see it so.
@@ -1008,7 +1012,7 @@ fn auto_gate_follows_nat_rules() {
         start.elapsed()
     );
     assert!(
-        lab.agent_log(1).contains("nft_nat_chains=1"),
+        nat_logged(&lab, 1, 1),
         "n1 did not log the NAT it found:\n{}",
         lab.agent_log(1)
     );
@@ -1049,7 +1053,7 @@ fn auto_gate_follows_nat_rules() {
         start.elapsed()
     );
     assert!(
-        lab.agent_log(1).contains("nft_nat_chains=0"),
+        nat_logged(&lab, 1, 0),
         "n1 did not log that the NAT went:\n{}",
         lab.agent_log(1)
     );

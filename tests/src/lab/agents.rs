@@ -129,6 +129,9 @@ impl Lab {
             self.nodes_file.to_str().expect("UTF-8 nodes file").into(),
             "--node-name".into(),
             node.name(),
+            // Tests read the log event by event, field by field.
+            "--log-format".into(),
+            "json".into(),
         ]
     }
 
@@ -148,7 +151,7 @@ impl Lab {
             .create(true)
             .append(true)
             .open(&node.log)
-            .and_then(|mut f| writeln!(f, "---- lab: starting hostgw-agent {}", args.join(" ")));
+            .and_then(|mut f| writeln!(f, "{RUN_MARKER} {}", args.join(" ")));
         node.agent = Some(Agent::start_with_log(&args, &node.log));
     }
 
@@ -220,6 +223,17 @@ impl Lab {
     pub fn agent_log(&self, i: usize) -> String {
         let node = self.node(i);
         strip_ansi(&std::fs::read_to_string(&node.log).unwrap_or_default())
+    }
+
+    /// The events node `i`'s agents logged, over every run.
+    pub fn agent_events(&self, i: usize) -> Vec<LogEvent> {
+        log_events(&self.agent_log(i))
+    }
+
+    /// The events the current run of node `i`'s agent logged.
+    pub fn agent_run_events(&self, i: usize) -> Vec<LogEvent> {
+        let log = self.agent_log(i);
+        log_events(log.rsplit(RUN_MARKER).next().unwrap_or_default())
     }
 
     /// Every agent's log, headed by its node, for failure messages.
@@ -426,6 +440,44 @@ fn xdp_prog_id_in(netns: &str) -> Option<u32> {
     links[0]["xdp"]["prog"]["id"]
         .as_u64()
         .and_then(|id| u32::try_from(id).ok())
+}
+
+/// The line the lab writes into an agent's log before each start.
+const RUN_MARKER: &str = "---- lab: starting hostgw-agent";
+
+/// One event of an agent's JSON log (`--log-format json`).
+#[derive(Debug, Clone)]
+pub struct LogEvent {
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: String,
+    pub target: String,
+    /// The event's fields, `message` among them.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl LogEvent {
+    pub fn message(&self) -> &str {
+        self.field_str("message").unwrap_or_default()
+    }
+
+    /// A field's value when it is a string.
+    pub fn field_str(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).and_then(serde_json::Value::as_str)
+    }
+}
+
+/// The JSON events of a log; other lines (the lab's own markers) are skipped.
+pub fn log_events(log: &str) -> Vec<LogEvent> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            Some(LogEvent {
+                level: v.get("level")?.as_str()?.to_owned(),
+                target: v.get("target")?.as_str()?.to_owned(),
+                fields: v.get("fields")?.as_object()?.clone(),
+            })
+        })
+        .collect()
 }
 
 fn strip_ansi(s: &str) -> String {
