@@ -4,9 +4,9 @@
 //! Everything a test creates lives in network namespaces it made (`hgw-<pid>-<name>`) and in pin
 //! directories below `/sys/fs/bpf/hostgw-test-<pid>-<name>`; nothing is added to the root
 //! namespace. [`lab`] builds whole host-gw clusters (nodes, pods, agents) from these guards, for
-//! the end-to-end tests and the `hostgw-lab` demo binary.
+//! the end-to-end tests, the `hostgw-lab` demo binary and the benchmark (the `hostgw-bench`
+//! crate in `tests/bench`).
 
-pub mod bench;
 pub mod frame;
 pub mod lab;
 

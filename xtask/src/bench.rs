@@ -49,7 +49,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             "--bin",
             "hostgw-agent",
             "--package",
-            "hostgw-tests",
+            "hostgw-bench",
             "--bin",
             "hostgw-bench",
         ])

@@ -3,7 +3,7 @@
 //! 1. installs what is missing (the eBPF toolchain, the Debian packages the tests call);
 //! 2. checks formatting and lints (`cargo fmt --check`, `cargo clippy -D warnings`, also on the
 //!    eBPF crate for its own target);
-//! 3. runs the unprivileged tests of the workspace;
+//! 3. runs the unprivileged tests of the workspace (among them the benchmark's unit tests);
 //! 4. runs the tests that need root (the `hostgw-tests` crate: program tests, network
 //!    namespaces) as root, through `sudo -E` when this is not root;
 //! 5. runs the benchmark's smoke run (`cargo xtask bench --quick`), so it never rots;

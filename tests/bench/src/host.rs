@@ -9,7 +9,7 @@
 use std::{process::Command, time::Duration};
 
 use super::netlink::{self, Napi};
-use crate::lab::output_within;
+use hostgw_tests::lab::output_within;
 
 /// A failed host query or setting.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@
 //! - Ceiling: generator and sink on the two ends of one veth pair, nothing in between.
 
 use super::{Family, bpf::SinkKind, fwd::Path};
-use crate::{
+use hostgw_tests::{
     Netns,
     frame::{Ipv4Frame, Ipv6Frame},
     lab::{self, Lab, Mode, Pod},

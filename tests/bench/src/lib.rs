@@ -24,6 +24,10 @@
 //! Everything it creates lives in network namespaces and pin directories of its own and is
 //! removed when it ends, also on error and on Ctrl-C; its traffic only ever goes between those
 //! namespaces, in runs bounded in time.
+//!
+//! The labs come from `hostgw_tests::lab`; this crate adds what only the benchmark needs (its
+//! own BPF programs and their loader, NAPI and CPU bookkeeping, the report and the chart). The
+//! `hostgw-bench` binary parses the options, runs [`run`] and writes the report.
 
 pub mod bpf;
 pub mod control;
@@ -43,10 +47,10 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use hostgw_common::{Endpoint, STATE_F_CT_GATE, names};
 
-pub use crate::lab::Family;
-use crate::lab::{Lab, Mode, Spec};
 use bpf::SinkKind;
 use fwd::{Session, Timing};
+pub use hostgw_tests::lab::Family;
+use hostgw_tests::lab::{Lab, Mode, Spec};
 use paths::Direction;
 
 /// How much to measure.
@@ -195,7 +199,7 @@ pub const SMALL6: usize = 62;
 /// are torn down as the panic unwinds through them. Every measurement is bounded in time, so
 /// the benchmark stops within one of them.
 fn checkpoint() {
-    crate::lab::check_interrupted();
+    hostgw_tests::lab::check_interrupted();
 }
 
 fn say(msg: &str) {
@@ -572,9 +576,10 @@ pub fn default_out_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(
             || {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .parent()
-                    .expect("workspace root")
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .ancestors()
+                    .nth(2)
+                    .expect("the workspace root, two levels above this crate")
                     .join("target")
             },
             PathBuf::from,

@@ -18,7 +18,7 @@ use std::{
 };
 
 use super::{Family, host};
-use crate::lab::{Lab, Pod, output_within};
+use hostgw_tests::lab::{Lab, Pod, output_within};
 
 /// A failed traffic measurement.
 #[derive(Debug, thiserror::Error)]

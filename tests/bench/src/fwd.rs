@@ -441,7 +441,7 @@ fn session_pinned(path: &Path, timing: Timing) -> Result<Session, FwdError> {
     let mut fast = false;
     let (mut last_at, mut last_count) = (first.at, sink.count()?);
     for k in 1..=timing.seconds {
-        if crate::lab::INTERRUPTED.load(Ordering::Relaxed) {
+        if hostgw_tests::lab::INTERRUPTED.load(Ordering::Relaxed) {
             return Err(FwdError::Generator("interrupted".into()));
         }
         let deadline = first.at + Duration::from_secs(k as u64);

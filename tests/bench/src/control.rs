@@ -22,7 +22,7 @@ use aya::maps::{LpmTrie, Map, MapData, lpm_trie::Key};
 use hostgw_common::{ROUTE_F_RESOLVED, RouteV4, names};
 
 use super::netlink::{self, Socket};
-use crate::{
+use hostgw_tests::{
     Agent, Netns, PinDir,
     lab::{NodeEntry, ROUTE_PROTO, node_list_yaml},
 };
@@ -140,7 +140,7 @@ impl ControlNode {
             netns,
         };
         let ns = &node.netns;
-        crate::sh(ns.command("sysctl").args([
+        hostgw_tests::sh(ns.command("sysctl").args([
             "-q",
             "-w",
             "net.ipv6.conf.all.disable_ipv6=1",

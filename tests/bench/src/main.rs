@@ -1,4 +1,4 @@
-//! `hostgw-bench`: the benchmark of `hostgw_tests::bench`, run by `cargo xtask bench`.
+//! `hostgw-bench`: the benchmark of the `hostgw_bench` library, run by `cargo xtask bench`.
 //!
 //! Measures the kernel-only host-gw baseline and the fast path side by side (forwarding rate
 //! per core, TCP, request/response, the no-forwarding ceiling, the agent's control plane),
@@ -10,10 +10,8 @@
 use std::{path::PathBuf, process::ExitCode, sync::atomic::Ordering};
 
 use clap::Parser;
-use hostgw_tests::{
-    bench::{self, Options, report},
-    lab::INTERRUPTED,
-};
+use hostgw_bench::{self as bench, Options, report};
+use hostgw_tests::lab::INTERRUPTED;
 
 /// Benchmark the hostgw fast path against the kernel's host-gw forwarding on this machine.
 #[derive(Debug, Parser)]
