@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the one command that sets up and runs every test.
 //!
-//! 1. installs what is missing (the eBPF toolchain, the Debian packages the tests call);
-//! 2. checks formatting and lints (`cargo fmt --check`, `cargo clippy -D warnings`, also on the
-//!    eBPF crate for its own target);
+//! 1. installs what is missing (the eBPF toolchain, the Debian packages the tests call, and
+//!    cargo-machete for the lint step);
+//! 2. checks formatting and lints (`cargo fmt --check`, `cargo machete` for dependencies that no
+//!    source file uses, `cargo clippy -D warnings`, also on the eBPF crate for its own target);
 //! 3. runs the unprivileged tests of the workspace (among them the benchmark's unit tests);
 //! 4. runs the tests that need root (the `hostgw-tests` crate: program tests, network
 //!    namespaces) as root, through `sudo -E` when this is not root;
@@ -25,7 +26,7 @@ use crate::{
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
-    /// Skip `cargo fmt --check` and `cargo clippy`.
+    /// Skip `cargo fmt --check`, `cargo machete` and `cargo clippy`.
     #[arg(long)]
     pub no_lint: bool,
     /// Run only the unprivileged tests.
@@ -80,6 +81,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 .args(["fmt", "--all", "--check"])
                 .current_dir(&root),
         )?;
+        toolchain::ensure_cargo_machete(&path)?;
+        say("looking for unused dependencies (cargo machete)");
+        // Exits non-zero when a manifest lists a crate no source file names; a false positive
+        // goes into that package's `[package.metadata.cargo-machete] ignored`, with a reason.
+        util::run(toolchain::cargo_machete(&["--skip-target-dir"], &path).current_dir(&root))?;
         say("running clippy");
         util::run(
             Command::new("cargo")

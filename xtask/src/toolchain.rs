@@ -8,6 +8,10 @@
 //! (`$CARGO_HOME/hostgw/llvm-<version>`) and is reused by later runs. A stamp file records which
 //! libLLVM the installed linker was built against, so a nightly update triggers a rebuild and an
 //! unchanged machine installs nothing.
+//!
+//! The lint step also needs `cargo-machete`, which finds dependencies that no source file uses;
+//! [`ensure_cargo_machete`] installs it the same way, with `cargo install` into
+//! `$CARGO_HOME/bin`, when it is missing.
 
 use std::{
     env, fs,
@@ -27,6 +31,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// LLVM major versions offered as `llvm-NN` features by [`BPF_LINKER_VERSION`].
 const BPF_LINKER_LLVM_MAJORS: &[u32] = &[21, 22, 23];
+
+/// cargo-machete release the lint step runs (it reads `[package.metadata.cargo-machete]`).
+const CARGO_MACHETE_VERSION: &str = "0.9.2";
 
 /// Makes sure the nightly toolchain, its `rust-src` and a matching `bpf-linker` are installed,
 /// installing what is missing. Returns the `PATH` value child processes must use so that the
@@ -201,6 +208,51 @@ fn ensure_bpf_linker(cargo_home: &Path, path: &std::ffi::OsStr) -> anyhow::Resul
     say(format!(
         "bpf-linker installed in {}",
         cargo_home.join("bin").display()
+    ));
+    Ok(())
+}
+
+/// `cargo machete ARGS…` with `path` (the value [`ensure`] returns).
+///
+/// cargo-machete takes itself for a cargo subcommand only when `CARGO` is set and
+/// `CARGO_PKG_NAME` is not, and otherwise reads the `machete` that cargo passes on as a path
+/// to search. `cargo xtask` runs through `cargo run`, which sets `CARGO_PKG_NAME` for this
+/// process, so the child must not inherit it.
+pub fn cargo_machete(args: &[&str], path: &std::ffi::OsStr) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.arg("machete")
+        .args(args)
+        .env("PATH", path)
+        .env_remove("CARGO_PKG_NAME");
+    cmd
+}
+
+/// Makes sure `cargo machete` runs with `path` (the value [`ensure`] returns), installing
+/// cargo-machete [`CARGO_MACHETE_VERSION`] with `cargo install` when it does not.
+pub fn ensure_cargo_machete(path: &std::ffi::OsStr) -> anyhow::Result<()> {
+    let works = cargo_machete(&["--version"], path)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if works {
+        // Whichever version is there reads the same `ignored` lists.
+        return Ok(());
+    }
+    say(format!(
+        "installing cargo-machete {CARGO_MACHETE_VERSION} (the lint step fails on a dependency \
+         no source file uses), about a minute"
+    ));
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "cargo-machete",
+            "--locked",
+            "--version",
+            CARGO_MACHETE_VERSION,
+        ])
+        .env("PATH", path))?;
+    say(format!(
+        "cargo-machete installed in {}",
+        cargo_home()?.join("bin").display()
     ));
     Ok(())
 }
