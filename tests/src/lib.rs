@@ -27,6 +27,20 @@ pub fn require_root() {
     );
 }
 
+/// Pins task `pid` (0: the calling thread) to CPU `cpu`.
+pub fn pin_to_cpu(pid: u32, cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid as i32, size_of::<libc::cpu_set_t>(), &raw const set)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Runs `cmd`, panicking with its output when it fails.
 pub fn sh(cmd: &mut Command) -> Output {
     let out = cmd

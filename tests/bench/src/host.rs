@@ -65,20 +65,7 @@ pub fn ifindex(netns: &str, iface: &str) -> Result<u32, HostError> {
 
 /// Pins task `pid` (0: the calling thread) to CPU `cpu`.
 pub fn pin(pid: u32, cpu: usize) -> Result<(), HostError> {
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(pid as i32, size_of::<libc::cpu_set_t>(), &raw const set)
-    };
-    if rc != 0 {
-        return Err(HostError::Affinity {
-            pid,
-            cpu,
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+    hostgw_tests::pin_to_cpu(pid, cpu).map_err(|source| HostError::Affinity { pid, cpu, source })
 }
 
 /// Sets the nice value of task `pid` (0: the calling thread). The measured threads run at

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use hostgw_common::{CONFIG_F_FIB_FALLBACK, STATE_F_CT_GATE, STATE_F_FORWARD_V4};
-use hostgw_tests::bench::host::pin;
+use hostgw_tests::pin_to_cpu;
 
 use crate::harness::{Prog, Programs, TC_ACT_OK, egress_frame};
 use crate::world::inside;
@@ -51,7 +51,7 @@ fn kernel_log_records_are_rate_limited() {
     inside("klog", |world| {
         // The thread `inside` runs this on ends with the test: the pin goes with it.
         let cpu = current_cpu();
-        pin(0, cpu).unwrap_or_else(|e| panic!("pinning the test thread to CPU {cpu}: {e}"));
+        pin_to_cpu(0, cpu).unwrap_or_else(|e| panic!("pinning the test thread to CPU {cpu}: {e}"));
         let mut cfg = world.config(CONFIG_F_FIB_FALLBACK);
         cfg.ct_opts_size = 8; // the kernel answers EINVAL
         let mut progs = Programs::load_with(world, cfg);
