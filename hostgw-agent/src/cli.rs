@@ -143,6 +143,13 @@ pub struct RunArgs {
     #[arg(long, env = "HOSTGW_XDP", value_enum, default_value_t = XdpAttach::Auto)]
     pub xdp: XdpAttach,
 
+    /// How to attach the TC programs. `auto` uses tcx links where the kernel has them (6.6 and
+    /// later) and clsact filters elsewhere; `clsact` always uses filters (next to tools that
+    /// manage tc filters themselves). Filters are hostgw's by their priority and handle
+    /// (`pref 18503 handle 0x4847`, named after the program) and replaced in place on restart.
+    #[arg(long, env = "HOSTGW_TC_ATTACH", value_enum, default_value_t = TcAttach::Auto)]
+    pub tc_attach: TcAttach,
+
     /// Whether a flow must be established in netfilter's conntrack, without NAT, before the
     /// programs forward it. `auto` turns it on while the node has NAT rules (kube-proxy,
     /// masquerade) and off on a pure routing node.
@@ -174,6 +181,17 @@ pub enum GateMode {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// `--tc-attach`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TcAttach {
+    /// A tcx link, else a clsact filter.
+    Auto,
+    /// A tcx link; fail where the kernel has none.
+    Tcx,
+    /// A clsact filter.
+    Clsact,
 }
 
 /// `--xdp`.

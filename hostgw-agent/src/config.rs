@@ -60,6 +60,7 @@ pub struct Config {
     pub replace_programs: bool,
     pub conntrack_gate: crate::cli::GateMode,
     pub xdp: crate::cli::XdpAttach,
+    pub tc_attach: crate::cli::TcAttach,
     pub resync: std::time::Duration,
 }
 
@@ -118,6 +119,7 @@ impl TryFrom<RunArgs> for Config {
             replace_programs: args.replace_programs,
             conntrack_gate: args.conntrack_gate,
             xdp: args.xdp,
+            tc_attach: args.tc_attach,
             resync: std::time::Duration::from_secs(args.resync_seconds),
             uplink: args.uplink,
             bridge: args.bridge,

@@ -11,7 +11,7 @@ use hostgw_common::{CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, names};
 
 use crate::{
     cli,
-    dataplane::{self, Dataplane, kfunc},
+    dataplane::{self, Dataplane, TcPolicy, kfunc},
     host::{bpffs, iface, sysctl},
     inspect::{http, metrics},
     model::Link,
@@ -112,6 +112,20 @@ pub fn attach_all(
         &kernel,
     )?;
     dp.set_replace_programs(config.replace_programs);
+    dp.set_tc_policy(match config.tc_attach {
+        cli::TcAttach::Auto => TcPolicy {
+            tcx: true,
+            clsact: true,
+        },
+        cli::TcAttach::Tcx => TcPolicy {
+            tcx: true,
+            clsact: false,
+        },
+        cli::TcAttach::Clsact => TcPolicy {
+            tcx: false,
+            clsact: true,
+        },
+    });
     let xdp = match config.xdp {
         cli::XdpAttach::On => true,
         cli::XdpAttach::Off => false,
@@ -290,6 +304,7 @@ mod tests {
             replace_programs: false,
             conntrack_gate: cli::GateMode::Auto,
             xdp: cli::XdpAttach::Auto,
+            tc_attach: cli::TcAttach::Auto,
             resync: Duration::from_secs(30),
             uplink: "eth0".to_owned(),
             bridge: "cni0".to_owned(),

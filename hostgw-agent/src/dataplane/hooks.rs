@@ -11,16 +11,16 @@ use std::{
 use aya::programs::{
     ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
     links::{FdLink, LinkError, LinkOrder, PinnedLink},
-    tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError},
+    tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
     xdp::XdpLink,
 };
 use hostgw_common::names;
 
 use super::{
-    Dataplane, DataplaneError, LINKS_DIR, adopt, attach_error, program, remove_file_if_exists,
-    sys::pinned_link_ifindex,
+    Dataplane, DataplaneError, LINKS_DIR, QDISCS_DIR, adopt, attach_error, program, release_qdisc,
+    remove_file_if_exists, sys::pinned_link_ifindex,
 };
-use crate::model::Link;
+use crate::{host::tc as host_tc, model::Link};
 
 /// How a program ended up attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,15 +127,22 @@ impl Dataplane {
             return Ok(());
         };
         self.port_hooks.remove(key);
-        if let HookLink::Pinned { link, path } = hook.link {
-            remove_file_if_exists(&path).map_err(|source| DataplaneError::PinDir {
-                action: "removing",
-                path,
-                source,
-            })?;
-            drop(link);
+        match hook.link {
+            HookLink::Pinned { link, path } => {
+                remove_file_if_exists(&path).map_err(|source| DataplaneError::PinDir {
+                    action: "removing",
+                    path,
+                    source,
+                })?;
+                drop(link);
+                Ok(())
+            }
+            HookLink::Netlink(link) => {
+                drop(link);
+                let iface = key.split_once('@').map_or(key, |(_, i)| i);
+                release_qdisc(&self.pin_dir, iface)
+            }
         }
-        Ok(())
     }
 
     /// The id of the program behind the hook `key` (`<program>@<interface>`).
@@ -232,14 +239,17 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Attaches the TC program `name` to the ingress of `iface`: a tcx link, else a clsact
-    /// filter. A link an earlier run pinned is adopted (and with `replace_programs`, updated
-    /// to this program).
+    /// Attaches the TC program `name` to the ingress of `iface`: a tcx link, else (or with
+    /// `--tc-attach clsact`) a clsact filter. A link an earlier run pinned, or a filter it left,
+    /// is adopted (and with `replace_programs`, updated to this program).
     pub fn attach_tc(
         &mut self,
         name: &'static str,
         iface: &Link,
     ) -> Result<AttachMode, DataplaneError> {
+        if !self.tc.tcx {
+            return self.attach_clsact(name, iface);
+        }
         let key = format!("{name}@{}", iface.name);
         let path = self.link_pin(&key);
         let replace = self.replace_programs;
@@ -275,26 +285,103 @@ impl Dataplane {
                 self.insert_pinned(key, AttachMode::Tcx, link, path, iface)?;
                 Ok(AttachMode::Tcx)
             }
-            Err(tcx_error) => {
+            Err(tcx_error) if self.tc.clsact => {
                 tracing::warn!(iface = iface.name, error = %tcx_error, "tcx attach failed, using a clsact filter");
-                match tc::qdisc_add_clsact(&iface.name) {
-                    Ok(()) | Err(TcError::AlreadyAttached) => {}
-                    Err(e) => return Err(attach_error(name, iface, ProgramError::from(e))),
+                self.attach_clsact(name, iface)
+            }
+            Err(tcx_error) => Err(attach_error(name, iface, tcx_error)),
+        }
+    }
+
+    /// Attaches the TC program `name` as a clsact filter at hostgw's priority and handle on the
+    /// ingress of `iface`, adding the qdisc if there is none (and remembering that it did, so
+    /// that detaching removes it). Our filter from an earlier run is adopted in place (with
+    /// `replace_programs`, its program replaced atomically); filters of hostgw's programs at
+    /// other places (older builds) are removed, so each hook has exactly one.
+    fn attach_clsact(
+        &mut self,
+        name: &'static str,
+        iface: &Link,
+    ) -> Result<AttachMode, DataplaneError> {
+        let key = format!("{name}@{}", iface.name);
+        let tc_error = |e: std::io::Error| attach_error(name, iface, ProgramError::from(e));
+        match tc::qdisc_add_clsact(&iface.name) {
+            Ok(()) => {
+                let marker = self.pin_dir.join(QDISCS_DIR).join(&iface.name);
+                fs::create_dir_all(&marker).map_err(|source| DataplaneError::PinDir {
+                    action: "creating",
+                    path: marker,
+                    source,
+                })?;
+                tracing::info!(iface = iface.name, "added a clsact qdisc");
+            }
+            // A clsact qdisc is there already (ours from an earlier run, or anyone's).
+            Err(TcError::AlreadyAttached) => {}
+            Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(attach_error(name, iface, ProgramError::from(e))),
+        }
+        let filters = host_tc::bpf_filters(iface.index, false).map_err(tc_error)?;
+        let mut found = false;
+        for f in &filters {
+            if f.is_at_ours() {
+                if f.name != name {
+                    return Err(DataplaneError::ClsactTaken {
+                        iface: iface.name.clone(),
+                        name: f.name.clone(),
+                    });
                 }
-                let id = prog
-                    .attach_with_options(
-                        &iface.name,
-                        TcAttachType::Ingress,
-                        TcAttachOptions::Netlink(NlOptions::default()),
-                    )
-                    .map_err(|e| attach_error(name, iface, e))?;
-                let link = prog
-                    .take_link(id)
-                    .map_err(|e| attach_error(name, iface, e))?;
-                self.insert(key, HookLink::Netlink(link), iface);
-                Ok(AttachMode::Clsact)
+                found = true;
+            } else if f.name.starts_with("hostgw_") {
+                host_tc::delete_filter(iface.index, f.priority, f.handle).map_err(tc_error)?;
+                tracing::info!(
+                    iface = iface.name,
+                    filter = f.name,
+                    pref = f.priority,
+                    handle = f.handle,
+                    "removed a filter of an earlier hostgw build"
+                );
             }
         }
+        let replace = self.replace_programs;
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
+        let link = if found {
+            let link = SchedClassifierLink::attached(
+                &iface.name,
+                TcAttachType::Ingress,
+                host_tc::PRIORITY,
+                TcHandle::from(host_tc::HANDLE),
+                None,
+            )
+            .map_err(tc_error)?;
+            let link = if replace {
+                let id = prog
+                    .attach_to_link(link)
+                    .map_err(|e| attach_error(name, iface, e))?;
+                prog.take_link(id)
+                    .map_err(|e| attach_error(name, iface, e))?
+            } else {
+                link
+            };
+            tracing::info!(hook = key, replaced = replace, "adopted the clsact filter");
+            link
+        } else {
+            let id = prog
+                .attach_with_options(
+                    &iface.name,
+                    TcAttachType::Ingress,
+                    TcAttachOptions::Netlink(NlOptions {
+                        priority: host_tc::PRIORITY,
+                        handle: TcHandle::from(host_tc::HANDLE),
+                        classid: None,
+                    }),
+                )
+                .map_err(|e| attach_error(name, iface, e))?;
+            tracing::info!(hook = key, mode = %AttachMode::Clsact, "attached");
+            prog.take_link(id)
+                .map_err(|e| attach_error(name, iface, e))?
+        };
+        self.insert(key, HookLink::Netlink(link), iface);
+        Ok(AttachMode::Clsact)
     }
 
     fn insert(&mut self, key: String, link: HookLink, iface: &Link) {

@@ -1,13 +1,15 @@
 //! Loading, attaching, pinning and detaching the eBPF programs.
 //!
 //! Owns the kernel objects hostgw creates: the maps (pinned as `<pin-dir>/<MAP>`), the program
-//! links (pinned as `<pin-dir>/links/<program>@<interface>`) and, on kernels without tcx, the
-//! clsact filters. It never touches routes, neighbours or other programs' hooks.
+//! links (pinned as `<pin-dir>/links/<program>@<interface>`) and, on kernels without tcx (or
+//! with `--tc-attach clsact`), the clsact filters at hostgw's priority and handle, and the
+//! clsact qdiscs it added. It never touches routes, neighbours or other programs' hooks.
 //!
 //! Maps are opened from their pins when they exist, so a restarted agent keeps the state the
-//! running dataplane forwards with. A pinned link found at attach time is updated in place to
-//! the embedded program (`BPF_LINK_UPDATE`): the hook is never empty, and a restart or an
-//! upgrade loses no packet.
+//! running dataplane forwards with. A pinned link, or a filter of ours, found at attach time is
+//! adopted: the running program stays, or with `--replace-programs` is replaced in place
+//! (`BPF_LINK_UPDATE`, or a filter change at the same priority and handle). The hook is never
+//! empty, and a restart or an upgrade loses no packet.
 //!
 //! - this module: loading, the [`Dataplane`] handle, detaching or keeping everything at exit;
 //! - `hooks`: attaching to interfaces, adopting and releasing pinned links;
@@ -43,6 +45,10 @@ use crate::model::Link;
 
 /// The eBPF object built by `build.rs`, embedded in the binary.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/hostgw"));
+
+/// Subdirectory of the pin directory that marks (one empty directory per interface) the
+/// clsact qdiscs the agent added, so that detaching removes them again. bpffs holds no files.
+const QDISCS_DIR: &str = "qdiscs";
 
 /// Subdirectory of the pin directory that holds the program links.
 const LINKS_DIR: &str = "links";
@@ -101,6 +107,19 @@ pub enum DataplaneError {
         #[source]
         source: Box<PinError>,
     },
+    /// Another program's clsact filter sits at hostgw's priority and handle.
+    #[error(
+        "the clsact filter at hostgw's priority and handle on {iface} is {name:?}, not hostgw's: \
+         remove it (tc filter del dev {iface} ingress pref 18503 handle 0x4847 bpf)"
+    )]
+    ClsactTaken { iface: String, name: String },
+    /// A clsact qdisc the agent added could not be removed.
+    #[error("removing the clsact qdisc of {iface} failed")]
+    Qdisc {
+        iface: String,
+        #[source]
+        source: io::Error,
+    },
     /// A file below the pin directory could not be created or removed.
     #[error("{action} {path} failed")]
     PinDir {
@@ -122,6 +141,15 @@ pub struct Dataplane {
     port_hooks: BTreeSet<String>,
     /// Update adopted links to the embedded programs instead of keeping the running ones.
     replace_programs: bool,
+    /// How TC programs may be attached.
+    tc: TcPolicy,
+}
+
+/// How TC programs may be attached (`--tc-attach`): tcx links, clsact filters, or tcx first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcPolicy {
+    pub tcx: bool,
+    pub clsact: bool,
 }
 
 impl Dataplane {
@@ -167,6 +195,10 @@ impl Dataplane {
             hooks: BTreeMap::new(),
             port_hooks: BTreeSet::new(),
             replace_programs: false,
+            tc: TcPolicy {
+                tcx: true,
+                clsact: true,
+            },
         })
     }
 
@@ -174,6 +206,11 @@ impl Dataplane {
     /// `BPF_LINK_UPDATE` each); with `false` (the default) the running programs stay.
     pub fn set_replace_programs(&mut self, replace: bool) {
         self.replace_programs = replace;
+    }
+
+    /// How TC programs may be attached; by default a tcx link, else a clsact filter.
+    pub fn set_tc_policy(&mut self, tc: TcPolicy) {
+        self.tc = tc;
     }
 
     /// Detaches every hook and removes every pin this dataplane owns, then the pin directory
@@ -208,6 +245,14 @@ impl Dataplane {
             }
             tracing::info!(hook = key, "detached");
         }
+        // The clsact qdiscs the agent added go once nothing is left on them.
+        if let Ok(entries) = fs::read_dir(pin_dir.join(QDISCS_DIR)) {
+            for e in entries.filter_map(Result::ok) {
+                if let Err(e) = release_qdisc(&pin_dir, &e.file_name().to_string_lossy()) {
+                    record(e);
+                }
+            }
+        }
         for name in names::PINNED_MAPS {
             let path = pin_dir.join(name);
             if let Err(source) = remove_file_if_exists(&path) {
@@ -219,7 +264,11 @@ impl Dataplane {
             }
         }
         drop(ebpf);
-        for dir in [pin_dir.join(LINKS_DIR), pin_dir.clone()] {
+        for dir in [
+            pin_dir.join(LINKS_DIR),
+            pin_dir.join(QDISCS_DIR),
+            pin_dir.clone(),
+        ] {
             match fs::remove_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -293,4 +342,41 @@ fn remove_file_if_exists(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// Removes the clsact qdisc the agent added to `iface` (the marker says it did) if no filter
+/// is left on it, and the marker. An interface that is gone took its qdisc with it.
+fn release_qdisc(pin_dir: &Path, iface: &str) -> Result<(), DataplaneError> {
+    let marker = pin_dir.join(QDISCS_DIR).join(iface);
+    if !marker.exists() {
+        return Ok(());
+    }
+    let qdisc_error = |source| DataplaneError::Qdisc {
+        iface: iface.to_owned(),
+        source,
+    };
+    if let Some(ifindex) = ifindex_of(iface) {
+        if crate::host::tc::filter_count(ifindex).map_err(qdisc_error)? == 0 {
+            crate::host::tc::delete_clsact(ifindex).map_err(qdisc_error)?;
+            tracing::info!(iface, "removed the clsact qdisc the agent added");
+        } else {
+            tracing::info!(
+                iface,
+                "left the clsact qdisc the agent added: it holds other filters"
+            );
+        }
+    }
+    fs::remove_dir(&marker).map_err(|source| DataplaneError::PinDir {
+        action: "removing",
+        path: marker,
+        source,
+    })
+}
+
+/// The ifindex of the interface called `name`, if there is one.
+fn ifindex_of(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
 }

@@ -83,16 +83,20 @@ pub async fn by_index(handle: &Handle, index: u32) -> Result<Link, IfaceError> {
     }
 }
 
+/// Every interface, sorted by ifindex.
+pub async fn all(handle: &Handle) -> Result<Vec<Link>, IfaceError> {
+    let mut links = handle.link().get().execute();
+    let mut out = Vec::new();
+    while let Some(msg) = links.try_next().await.map_err(IfaceError::Netlink)? {
+        out.push(Link::from(&msg));
+    }
+    out.sort_by_key(|l| l.index);
+    Ok(out)
+}
+
 /// Every interface whose controller is `bridge` (the bridge's ports), sorted by ifindex.
 pub async fn ports_of(handle: &Handle, bridge: u32) -> Result<Vec<Link>, IfaceError> {
-    let mut links = handle.link().get().execute();
-    let mut ports = Vec::new();
-    while let Some(msg) = links.try_next().await.map_err(IfaceError::Netlink)? {
-        let link = Link::from(&msg);
-        if link.controller == Some(bridge) {
-            ports.push(link);
-        }
-    }
-    ports.sort_by_key(|l| l.index);
+    let mut ports = all(handle).await?;
+    ports.retain(|l| l.controller == Some(bridge));
     Ok(ports)
 }

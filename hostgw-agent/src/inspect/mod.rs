@@ -31,6 +31,7 @@ use crate::{
     host::{
         iface::{self, IfaceError},
         netlink::{self as kernel, KernelError},
+        tc,
     },
     model::{Family, NeighState, TrieRoute},
 };
@@ -349,10 +350,9 @@ pub async fn attachments(
     handle: &rtnetlink::Handle,
 ) -> Result<Vec<Attachment>, InspectError> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir(pin_dir.join("links")) else {
-        return Ok(out);
-    };
-    let mut pins: Vec<_> = dir.filter_map(Result::ok).map(|e| e.path()).collect();
+    let mut pins: Vec<_> = std::fs::read_dir(pin_dir.join("links"))
+        .map(|dir| dir.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
     pins.sort();
     for path in pins {
         let pin = path
@@ -393,6 +393,43 @@ pub async fn attachments(
             interface,
             mode,
         });
+    }
+    out.extend(clsact_filters(handle).await?);
+    Ok(out)
+}
+
+/// hostgw's clsact filters, on every interface: they have no pins.
+async fn clsact_filters(handle: &rtnetlink::Handle) -> Result<Vec<Attachment>, InspectError> {
+    let mut out = Vec::new();
+    for link in iface::all(handle).await? {
+        let filters = match tc::bpf_filters(link.index, false) {
+            Ok(f) => f,
+            Err(error) => {
+                tracing::warn!(iface = link.name, %error, "cannot list the clsact filters");
+                continue;
+            }
+        };
+        for f in filters
+            .into_iter()
+            .filter(|f| f.is_at_ours() && f.name.starts_with("hostgw_"))
+        {
+            let tag = f
+                .program_id
+                .and_then(|id| {
+                    aya::programs::loaded_programs()
+                        .filter_map(Result::ok)
+                        .find(|p| p.id() == id)
+                })
+                .map_or_else(String::new, |p| format!("{:016x}", p.tag()));
+            out.push(Attachment {
+                pin: format!("{}@{}", f.name, link.name),
+                program: f.name,
+                program_id: f.program_id.unwrap_or(0),
+                tag,
+                interface: link.name.clone(),
+                mode: "clsact".to_owned(),
+            });
+        }
     }
     Ok(out)
 }
