@@ -6,7 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
-    io::Write as _,
+    io::{Read as _, Write as _},
     net::{Ipv4Addr, Ipv6Addr},
     path::Path,
     process::{Command, ExitStatus},
@@ -177,9 +177,15 @@ impl Lab {
         );
         agent.wait_until(AGENT_READY_TIMEOUT, &what, || {
             check_interrupted();
-            pinned_link_id(&uplink_pin).is_some_and(|id| held_link_ids(pid).contains(&id))
+            // Attached by this process (a tcx link it holds), or as a clsact filter (kernels
+            // without tcx), and ready: a round has applied the node list.
+            let attached = pinned_link_id(&uplink_pin)
+                .is_some_and(|id| held_link_ids(pid).contains(&id))
+                || clsact_ingress_in(&netns);
+            attached
                 && agent_routes_in(&netns) == expected
                 && agent_routes6_in(&netns) == expected6
+                && ready_in(&netns)
         });
     }
 
@@ -348,6 +354,38 @@ impl Lab {
     pub fn agent_link_ids(&self, i: usize) -> BTreeSet<u32> {
         self.agent_pid(i).map(held_link_ids).unwrap_or_default()
     }
+}
+
+/// Whether the uplink of the node in `netns` has hostgw's ingress program as a clsact filter.
+fn clsact_ingress_in(netns: &str) -> bool {
+    let out = sh(Command::new("tc").args([
+        "-n", netns, "-j", "filter", "show", "dev", UPLINK, "ingress",
+    ]));
+    let filters: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    filters.as_array().is_some_and(|f| {
+        f.iter()
+            .any(|f| f["options"]["bpf_name"] == hostgw_common::names::PROG_INGRESS)
+    })
+}
+
+/// Whether the agent in `netns` answers `/readyz` with 200.
+fn ready_in(netns: &str) -> bool {
+    let netns = netns.to_owned();
+    std::thread::spawn(move || {
+        hostgw_agent::netns::enter(&netns).ok()?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9403));
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out.starts_with("HTTP/1.1 200"))
+    })
+    .join()
+    .ok()
+    .flatten()
+    .unwrap_or(false)
 }
 
 fn ip_lines(netns: &str, args: &[&str]) -> Vec<String> {
