@@ -8,6 +8,7 @@
 mod bench;
 mod demo;
 mod ebpf;
+mod matrix;
 mod packages;
 mod test;
 mod toolchain;
@@ -39,6 +40,10 @@ enum Command {
     /// request/response, the no-forwarding ceiling and the agent's control plane. Writes
     /// target/bench/results.md and results.png and prints the table.
     Bench(bench::Options),
+    /// Install what is missing (qemu, virtme-ng, Debian's 6.1 and 6.12 kernel packages) and run
+    /// the root tests' kernel subset inside a VM booted from each kernel (qemu TCG, the host's
+    /// files read-only); prints a summary per kernel.
+    Matrix(matrix::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,5 +53,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test(opts) => test::run(&opts),
         Command::Demo(opts) => demo::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
+        Command::Matrix(opts) => matrix::run(&opts),
     }
 }
