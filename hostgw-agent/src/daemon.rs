@@ -12,7 +12,7 @@ use hostgw_common::{CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, names};
 use crate::{
     cli,
     dataplane::{self, Dataplane, TcPolicy, kfunc},
-    host::{bpffs, iface, sysctl},
+    host::{bpffs, iface, release, sysctl},
     inspect::{http, metrics},
     model::Link,
     reconcile,
@@ -40,6 +40,9 @@ pub enum Error {
     /// The Kubernetes client could not be set up.
     #[error(transparent)]
     Kube(#[from] kube::KubeError),
+    /// The kernel is too old for the programs.
+    #[error(transparent)]
+    KernelTooOld(#[from] release::TooOld),
     /// The HTTP endpoint could not start.
     #[error(transparent)]
     Http(#[from] http::HttpError),
@@ -156,6 +159,10 @@ pub fn attach_all(
 /// The daemon: sets the dataplane up, reconciles until `shutdown`, then detaches (or, with
 /// `--keep-dataplane`, leaves it forwarding).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    match release::running() {
+        Ok(r) => release::check(&r)?,
+        Err(error) => tracing::warn!(%error, "cannot read the kernel release"),
+    }
     let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Netlink)?;
     tokio::spawn(connection);
 

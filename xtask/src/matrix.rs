@@ -120,7 +120,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let (passed, fails) = summary(&text);
         println!(
-            "kernel {}: {passed} passed, {} failed{}",
+            "\nkernel {}: {passed} passed, {} failed{}",
             kernel.release,
             fails.len(),
             if status.success() {

@@ -1,7 +1,7 @@
 //! The node's kernel outside BPF: interfaces ([`iface`]), routes, neighbours, the bridge's
 //! FDB and addresses over rtnetlink ([`netlink`]), forwarding sysctls ([`sysctl`]), netfilter
-//! NAT ([`nat`]), clsact filters and qdiscs ([`tc`]), the pin directory ([`bpffs`]) and network
-//! namespaces ([`netns`]).
+//! NAT ([`nat`]), clsact filters and qdiscs ([`tc`]), the pin directory ([`bpffs`]), network
+//! namespaces ([`netns`]) and the kernel's release ([`release`]).
 //!
 //! Each module reads into (or writes from) the plain types of [`crate::model`]; none of them
 //! decides anything: that is the reconciler's job.
@@ -11,5 +11,6 @@ pub mod iface;
 pub mod nat;
 pub mod netlink;
 pub mod netns;
+pub mod release;
 pub mod sysctl;
 pub mod tc;
