@@ -82,18 +82,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 
     let root = workspace_root();
     say("building hostgw-agent and the root test binaries");
-    util::run(
-        Command::new("cargo")
-            .args([
-                "build",
-                "--package",
-                "hostgw-agent",
-                "--bin",
-                "hostgw-agent",
-            ])
-            .current_dir(&root)
-            .env("PATH", &path),
-    )?;
+    util::build_agent(&root, &path)?;
     let binaries = test_binaries(&root, &path)?;
 
     let scratch = target_dir().join("vm/run");

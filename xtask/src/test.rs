@@ -128,18 +128,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     } else {
         say("running the tests that need root (program tests, network namespaces)");
         say("building hostgw-agent for the root tests");
-        util::run(
-            Command::new("cargo")
-                .args([
-                    "build",
-                    "--package",
-                    "hostgw-agent",
-                    "--bin",
-                    "hostgw-agent",
-                ])
-                .current_dir(&root)
-                .env("PATH", &path),
-        )?;
+        util::build_agent(&root, &path)?;
         // Their output (verifier instruction counts, the decision table) is part of the record.
         let mut cmd = cargo_test(
             &root,

@@ -2,7 +2,7 @@
 
 use std::{
     ffi::OsStr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, ExitStatus},
 };
 
@@ -93,6 +93,21 @@ pub fn describe(cmd: &Command) -> String {
         .map(OsStr::to_string_lossy)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Builds the `hostgw-agent` binary (debug) in the workspace at `root` with `path` as `PATH`
+/// (the eBPF toolchain on it); the root tests run it as `target/debug/hostgw-agent`.
+pub fn build_agent(root: &Path, path: &OsStr) -> anyhow::Result<()> {
+    run(Command::new("cargo")
+        .args([
+            "build",
+            "--package",
+            "hostgw-agent",
+            "--bin",
+            "hostgw-agent",
+        ])
+        .current_dir(root)
+        .env("PATH", path))
 }
 
 /// The workspace root (the parent of this crate's directory).

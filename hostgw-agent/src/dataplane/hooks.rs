@@ -149,7 +149,14 @@ impl Dataplane {
     pub fn program_id(&self, key: &str) -> Option<u32> {
         match &self.hooks.get(key)?.link {
             HookLink::Pinned { link, .. } => link.info().ok().map(|i| i.program_id()),
-            HookLink::Netlink(_) => None,
+            HookLink::Netlink(_) => {
+                let name = key.split('@').next()?;
+                let prog = self
+                    .programs
+                    .get(name)
+                    .or_else(|| self.ebpf.program(name))?;
+                prog.info().ok().map(|i| i.id())
+            }
         }
     }
 
@@ -188,7 +195,7 @@ impl Dataplane {
         let path = self.link_pin(&key);
         let replace = self.replace_programs;
         let pinned = self.live_pin(&key, iface)?;
-        let prog: &mut Xdp = program(&mut self.ebpf, name)?;
+        let prog: &mut Xdp = program(&mut self.ebpf, &mut self.programs, name)?;
 
         if let Some(pinned) = pinned {
             let link = if replace {
@@ -254,7 +261,7 @@ impl Dataplane {
         let path = self.link_pin(&key);
         let replace = self.replace_programs;
         let pinned = self.live_pin(&key, iface)?;
-        let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, &mut self.programs, name)?;
 
         if let Some(pinned) = pinned {
             let link = if replace {
@@ -343,7 +350,7 @@ impl Dataplane {
             }
         }
         let replace = self.replace_programs;
-        let prog: &mut SchedClassifier = program(&mut self.ebpf, name)?;
+        let prog: &mut SchedClassifier = program(&mut self.ebpf, &mut self.programs, name)?;
         let link = if found {
             let link = SchedClassifierLink::attached(
                 &iface.name,

@@ -4,9 +4,14 @@
 //! aya does not relocate kfunc calls and rustc emits no BTF for `extern` functions, so the
 //! programs call placeholder helper ids ([`hostgw_common::kfunc`]) and this module rewrites
 //! each such call instruction in the object's executable sections: `src_reg` becomes
-//! `BPF_PSEUDO_KFUNC_CALL`, `imm` the function's BTF id in `/sys/kernel/btf/vmlinux`. On a
-//! kernel without the functions the call becomes `r0 = 0`: the lookup finds nothing, so
-//! gated traffic takes the stack.
+//! `BPF_PSEUDO_KFUNC_CALL`, `imm` the function's BTF id, and `off` 0 for a function of vmlinux
+//! or, for one defined by a module (conntrack built as `nf_conntrack.ko`, as on Debian, Ubuntu
+//! and RHEL), the module's slot in the program's `fd_array` (1 for the first module of
+//! [`Kernel::modules`]). A module's BTF (`/sys/kernel/btf/<module>`) is split BTF on top of
+//! vmlinux's: its type ids and string offsets continue where vmlinux's end. On a kernel
+//! without the functions the call becomes `r0 = 0`: the lookup finds nothing, so gated traffic
+//! takes the stack. Loading programs whose calls go into a module is the dataplane's
+//! (`BPF_PROG_LOAD` with `fd_array`, which aya does not pass).
 //!
 //! The BTF reader is deliberately small: it walks the type section to find a function by
 //! name and a struct member's offset (aya's BTF parser keeps member data private).
@@ -23,6 +28,8 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub struct Kernel {
     /// BTF id of each kfunc found, by name.
     pub funcs: BTreeMap<String, u32>,
+    /// The module whose BTF defines a kfunc, for those not in vmlinux.
+    pub func_modules: BTreeMap<String, String>,
     /// Byte offset of `status` in `struct nf_conn`.
     pub ct_status_off: Option<u32>,
     /// Size of `struct bpf_ct_opts`.
@@ -30,6 +37,24 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// The modules whose BTF the kfunc calls need, in `fd_array` slot order (from 1).
+    pub fn modules(&self) -> Vec<&str> {
+        let mut m: Vec<&str> = self.func_modules.values().map(String::as_str).collect();
+        m.sort_unstable();
+        m.dedup();
+        m
+    }
+
+    /// The call's `off`: 0 for vmlinux, else the module's `fd_array` slot.
+    fn slot(&self, func: &str) -> u16 {
+        self.func_modules.get(func).map_or(0, |module| {
+            self.modules()
+                .iter()
+                .position(|m| m == module)
+                .map_or(0, |i| i as u16 + 1)
+        })
+    }
+
     /// Whether the conntrack gate can look flows up on this kernel.
     pub fn has_conntrack_lookup(&self) -> bool {
         hostgw_common::kfunc::ALL
@@ -55,19 +80,58 @@ pub enum KfuncError {
     Elf(#[source] object::Error),
 }
 
-/// Reads what the gate needs from the BTF at `path`.
+/// Reads what the gate needs from the BTF at `path` (vmlinux's), and from the modules' BTF
+/// next to it for what vmlinux lacks.
 pub fn read_kernel(path: &Path) -> Result<Kernel, KfuncError> {
-    let data = std::fs::read(path).map_err(|source| KfuncError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let btf = Btf::parse(&data).ok_or_else(|| KfuncError::Btf(path.display().to_string()))?;
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| KfuncError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let data = read(path)?;
+    let base =
+        Btf::parse(&data, None).ok_or_else(|| KfuncError::Btf(path.display().to_string()))?;
     let names: Vec<&str> = hostgw_common::kfunc::ALL.iter().map(|(_, n)| *n).collect();
-    Ok(Kernel {
-        funcs: btf.funcs(&names),
-        ct_status_off: btf.member_offset("nf_conn", "status"),
-        ct_opts_size: btf.struct_size("bpf_ct_opts"),
-    })
+    let mut kernel = Kernel {
+        funcs: base.funcs(&names),
+        func_modules: BTreeMap::new(),
+        ct_status_off: base.member_offset("nf_conn", "status"),
+        ct_opts_size: base.struct_size("bpf_ct_opts"),
+    };
+    if kernel.has_conntrack_lookup() {
+        return Ok(kernel);
+    }
+    let mut modules: Vec<std::path::PathBuf> = path
+        .parent()
+        .and_then(|dir| std::fs::read_dir(dir).ok())
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    modules.retain(|m| m.as_path() != path);
+    modules.sort();
+    for module in modules {
+        let Ok(data) = read(&module) else { continue };
+        let Some(btf) = Btf::parse(&data, Some(&base)) else {
+            continue;
+        };
+        let name = module
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for (func, id) in btf.funcs(&names) {
+            if !kernel.funcs.contains_key(&func) {
+                kernel.func_modules.insert(func.clone(), name.clone());
+                kernel.funcs.insert(func, id);
+            }
+        }
+        kernel.ct_status_off = kernel
+            .ct_status_off
+            .or_else(|| btf.member_offset("nf_conn", "status"));
+        kernel.ct_opts_size = kernel
+            .ct_opts_size
+            .or_else(|| btf.struct_size("bpf_ct_opts"));
+    }
+    Ok(kernel)
 }
 
 /// Rewrites the placeholder calls in `elf` (in place). Returns how many calls were rewritten
@@ -81,14 +145,12 @@ pub fn patch(elf: &mut [u8], kernel: &Kernel) -> Result<(usize, usize), KfuncErr
             .map(|(off, len)| (off as usize, len as usize))
             .collect()
     };
-    let ids: BTreeMap<u32, Option<u32>> = hostgw_common::kfunc::ALL
+    let ids: BTreeMap<u32, Option<(u32, u16)>> = hostgw_common::kfunc::ALL
         .iter()
         .map(|(placeholder, name)| {
             let usable = kernel.has_conntrack_lookup();
-            (
-                *placeholder,
-                kernel.funcs.get(*name).copied().filter(|_| usable),
-            )
+            let id = kernel.funcs.get(*name).copied().filter(|_| usable);
+            (*placeholder, id.map(|id| (id, kernel.slot(name))))
         })
         .collect();
     let (mut linked, mut stubbed) = (0, 0);
@@ -102,9 +164,9 @@ pub fn patch(elf: &mut [u8], kernel: &Kernel) -> Result<(usize, usize), KfuncErr
             let Some(target) = ids.get(&imm) else {
                 continue;
             };
-            if let Some(btf_id) = target {
+            if let Some((btf_id, slot)) = target {
                 insn[1] = 2 << 4; // src_reg = BPF_PSEUDO_KFUNC_CALL
-                insn[2..4].copy_from_slice(&0u16.to_le_bytes()); // vmlinux BTF
+                insn[2..4].copy_from_slice(&slot.to_le_bytes()); // 0: vmlinux BTF
                 insn[4..8].copy_from_slice(&btf_id.to_le_bytes());
                 linked += 1;
             } else {
@@ -149,17 +211,22 @@ impl PatchedObject {
     }
 }
 
-/// A parsed BTF blob: type records and the string table.
+/// A parsed BTF blob: type records and the string table; for split BTF (a module's), the base
+/// it continues.
 struct Btf<'a> {
     types: Vec<(u32, &'a [u8])>,
     strings: &'a [u8],
+    /// The id of the first type: 1, or the base's type count + 1.
+    first_id: u32,
+    /// The base's strings: offsets below their length are the base's.
+    base_strings: &'a [u8],
 }
 
 const KIND_STRUCT: u32 = 4;
 const KIND_FUNC: u32 = 12;
 
 impl<'a> Btf<'a> {
-    fn parse(data: &'a [u8]) -> Option<Self> {
+    fn parse(data: &'a [u8], base: Option<&Btf<'a>>) -> Option<Self> {
         let u32_at = |o: usize| -> Option<u32> {
             Some(u32::from_le_bytes(data.get(o..o + 4)?.try_into().ok()?))
         };
@@ -188,23 +255,38 @@ impl<'a> Btf<'a> {
             types.push((kind, types_data.get(pos..end)?));
             pos = end;
         }
-        Some(Self { types, strings })
+        let (first_id, base_strings) = match base {
+            None => (1, &[][..]),
+            Some(b) => (b.first_id + b.types.len() as u32, b.strings),
+        };
+        Some(Self {
+            types,
+            strings,
+            first_id,
+            base_strings,
+        })
     }
 
     fn name(&self, record: &[u8]) -> &str {
         let off = u32::from_le_bytes(record[0..4].try_into().unwrap_or_default()) as usize;
-        let rest = self.strings.get(off..).unwrap_or_default();
+        let rest = if off < self.base_strings.len() {
+            &self.base_strings[off..]
+        } else {
+            self.strings
+                .get(off - self.base_strings.len()..)
+                .unwrap_or_default()
+        };
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         std::str::from_utf8(&rest[..end]).unwrap_or_default()
     }
 
-    /// Type ids (1-based) of the functions named in `names`.
+    /// Type ids of the functions named in `names`.
     fn funcs(&self, names: &[&str]) -> BTreeMap<String, u32> {
         self.types
             .iter()
             .enumerate()
             .filter(|(_, (kind, rec))| *kind == KIND_FUNC && names.contains(&self.name(rec)))
-            .map(|(i, (_, rec))| (self.name(rec).to_owned(), i as u32 + 1))
+            .map(|(i, (_, rec))| (self.name(rec).to_owned(), self.first_id + i as u32))
             .collect()
     }
 
@@ -259,6 +341,7 @@ mod tests {
             ]),
             ct_status_off: Some(128),
             ct_opts_size: Some(16),
+            ..Kernel::default()
         };
         let mut elf = hostgw_agent_object();
         let (linked, stubbed) = patch(&mut elf, &kernel).expect("patches");
@@ -279,5 +362,104 @@ mod tests {
 
     fn hostgw_agent_object() -> Vec<u8> {
         crate::dataplane::EBPF_OBJECT.to_vec()
+    }
+
+    /// One BTF type for [`btf`]: kind, name offset, size, members as `(name offset, bit
+    /// offset)`.
+    type TestType<'a> = (u32, u32, u32, &'a [(u32, u32)]);
+
+    /// A BTF blob of `types` and `strings`.
+    fn btf(types: &[TestType<'_>], strings: &[u8]) -> Vec<u8> {
+        let mut t = Vec::new();
+        for (kind, name, size, members) in types {
+            t.extend(name.to_le_bytes());
+            t.extend(((kind << 24) | members.len() as u32).to_le_bytes());
+            t.extend(size.to_le_bytes());
+            for (m, bits) in *members {
+                t.extend(m.to_le_bytes());
+                t.extend(0u32.to_le_bytes());
+                t.extend(bits.to_le_bytes());
+            }
+        }
+        let mut out = vec![0x9f, 0xeb, 1, 0];
+        for v in [
+            24u32,
+            0,
+            t.len() as u32,
+            t.len() as u32,
+            strings.len() as u32,
+        ] {
+            out.extend(v.to_le_bytes());
+        }
+        out.extend(t);
+        out.extend(strings);
+        out
+    }
+
+    /// Conntrack as a module: the kfuncs, `nf_conn` and `bpf_ct_opts` are in its split BTF,
+    /// whose ids and string offsets continue vmlinux's; the calls get the module's slot.
+    #[test]
+    fn kfuncs_of_a_module_come_from_its_split_btf() {
+        let dir = std::env::temp_dir().join(format!("hostgw-btf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // vmlinux: two types (ids 1 and 2), strings "\0foo\0".
+        let base = btf(
+            &[(KIND_STRUCT, 1, 4, &[]), (KIND_FUNC, 1, 0, &[])],
+            b"\0foo\0",
+        );
+        // The module's strings start at offset 5, after vmlinux's.
+        let names =
+            b"bpf_skb_ct_lookup\0bpf_xdp_ct_lookup\0bpf_ct_release\0nf_conn\0status\0bpf_ct_opts\0";
+        let at = |name: &str| {
+            let text = std::str::from_utf8(names).unwrap();
+            5 + text.find(name).unwrap() as u32
+        };
+        let module = btf(
+            &[
+                (KIND_FUNC, at("bpf_skb_ct_lookup"), 0, &[]),
+                (KIND_FUNC, at("bpf_xdp_ct_lookup"), 0, &[]),
+                (KIND_FUNC, at("bpf_ct_release"), 0, &[]),
+                (KIND_STRUCT, at("nf_conn"), 200, &[(at("status"), 128 * 8)]),
+                (KIND_STRUCT, at("bpf_ct_opts"), 16, &[]),
+            ],
+            names,
+        );
+        std::fs::write(dir.join("vmlinux"), base).unwrap();
+        std::fs::write(dir.join("nf_conntrack"), module).unwrap();
+        let k = read_kernel(&dir.join("vmlinux")).expect("reads");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(k.has_conntrack_lookup(), "{k:?}");
+        assert_eq!(
+            k.funcs["bpf_skb_ct_lookup"], 3,
+            "ids continue after vmlinux's two"
+        );
+        assert_eq!(k.funcs["bpf_ct_release"], 5);
+        assert_eq!(k.ct_status_off, Some(128));
+        assert_eq!(k.ct_opts_size, Some(16));
+        assert_eq!(k.modules(), vec!["nf_conntrack"]);
+        assert_eq!(k.slot("bpf_xdp_ct_lookup"), 1);
+
+        let mut elf = hostgw_agent_object();
+        let (linked, _) = patch(&mut elf, &k).expect("patches");
+        assert!(linked >= 3, "{linked}");
+        // Every kfunc call now names slot 1 of the fd_array.
+        let file = object::File::parse(&*elf).unwrap();
+        let calls: Vec<u16> = file
+            .sections()
+            .filter(|s| s.kind() == SectionKind::Text)
+            .flat_map(|s| {
+                s.data()
+                    .unwrap()
+                    .chunks_exact(8)
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|i| i[0] == 0x85 && i[1] == 2 << 4)
+            .map(|i| u16::from_le_bytes([i[2], i[3]]))
+            .collect();
+        assert!(
+            !calls.is_empty() && calls.iter().all(|&off| off == 1),
+            "{calls:?}"
+        );
     }
 }

@@ -21,6 +21,7 @@
 
 mod hooks;
 pub mod kfunc;
+pub mod load;
 pub mod log;
 pub mod maps;
 pub mod sys;
@@ -35,7 +36,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     pin::PinError,
-    programs::{ProgramError, SchedClassifier, Xdp},
+    programs::{Program, ProgramError},
 };
 use hostgw_common::names;
 use ipnet::IpNet;
@@ -120,6 +121,23 @@ pub enum DataplaneError {
         #[source]
         source: io::Error,
     },
+    /// The BTF of a module that defines kfuncs the programs call could not be opened.
+    #[error("cannot open the BTF of the kernel module {module}")]
+    ModuleBtf {
+        module: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The object could not be relocated for loading with an `fd_array`.
+    #[error("relocating the eBPF object failed: {0}")]
+    Relocate(String),
+    /// `BPF_PROG_LOAD` with an `fd_array` failed (the error carries the verifier's log).
+    #[error("loading program {program} with its module kfuncs failed")]
+    LoadWithFdArray {
+        program: &'static str,
+        #[source]
+        source: io::Error,
+    },
     /// A file below the pin directory could not be created or removed.
     #[error("{action} {path} failed")]
     PinDir {
@@ -134,6 +152,8 @@ pub enum DataplaneError {
 #[derive(Debug)]
 pub struct Dataplane {
     ebpf: Ebpf,
+    /// Programs loaded outside `ebpf` (kfunc calls into module BTF), by name.
+    programs: BTreeMap<&'static str, Program>,
     pin_dir: PathBuf,
     /// Keyed by the link's pin name, `<program>@<interface>`.
     hooks: BTreeMap<String, Hook>,
@@ -182,15 +202,11 @@ impl Dataplane {
             .load(object.bytes())
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
 
-        for name in [names::PROG_EGRESS, names::PROG_INGRESS] {
-            let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
-            prog.load().map_err(|e| load_error(name, e))?;
-        }
-        let xdp: &mut Xdp = program(&mut ebpf, names::PROG_XDP)?;
-        xdp.load().map_err(|e| load_error(names::PROG_XDP, e))?;
+        let programs = load::load_programs(&mut ebpf, object.bytes(), kernel)?;
 
         Ok(Self {
             ebpf,
+            programs,
             pin_dir: pin_dir.to_path_buf(),
             hooks: BTreeMap::new(),
             port_hooks: BTreeSet::new(),
@@ -299,13 +315,22 @@ impl Dataplane {
     }
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataplaneError>
+/// The program `name`: from `programs` (loaded outside aya's object) when it is there, else
+/// from `ebpf`.
+fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    programs: &'a mut BTreeMap<&'static str, Program>,
+    name: &'static str,
+) -> Result<&'a mut T, DataplaneError>
 where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+    &'a mut T: TryFrom<&'a mut Program>,
 {
-    ebpf.program_mut(name)
-        .and_then(|p| p.try_into().ok())
-        .ok_or(DataplaneError::MissingProgram(name))
+    match programs.get_mut(name) {
+        Some(p) => Some(p),
+        None => ebpf.program_mut(name),
+    }
+    .and_then(|p| p.try_into().ok())
+    .ok_or(DataplaneError::MissingProgram(name))
 }
 
 fn map_error(map: &'static str, e: aya::maps::MapError) -> DataplaneError {

@@ -1,5 +1,7 @@
 //! The raw `bpf(2)` calls aya does not offer, typed with the kernel's own definitions (aya-obj's
-//! generated bindings): opening a pinned object, and reading which interface a link is on.
+//! generated bindings): opening and pinning objects, reading which interface a link is on,
+//! finding a module's BTF, and `BPF_PROG_LOAD` with an `fd_array` (for kfunc calls into a
+//! module's BTF).
 
 use std::{
     ffi::CString,
@@ -11,7 +13,7 @@ use std::{
     path::Path,
 };
 
-use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_link_info, bpf_link_type};
+use aya_obj::generated::{bpf_attr, bpf_btf_info, bpf_cmd, bpf_insn, bpf_link_info, bpf_link_type};
 
 /// The ifindex a pinned XDP or tcx link is attached to; 0 once its interface is gone.
 pub fn pinned_link_ifindex(path: &Path) -> io::Result<u32> {
@@ -44,6 +46,122 @@ fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let fd = bpf(bpf_cmd::BPF_OBJ_GET, &mut attr)?;
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The BTF object of the kernel module `module` (`/sys/kernel/btf/<module>`), opened.
+pub fn module_btf(module: &str) -> io::Result<OwnedFd> {
+    let mut id = 0;
+    loop {
+        // SAFETY: bpf_attr is plain data; all zero is the kernel's default for every field.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        attr.__bindgen_anon_6.__bindgen_anon_1.start_id = id;
+        if let Err(e) = bpf(bpf_cmd::BPF_BTF_GET_NEXT_ID, &mut attr) {
+            return Err(if e.raw_os_error() == Some(libc::ENOENT) {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no BTF of the module {module} is loaded"),
+                )
+            } else {
+                e
+            });
+        }
+        // SAFETY: the kernel wrote the next id into the union member it reads back.
+        id = unsafe { attr.__bindgen_anon_6.next_id };
+        // SAFETY: as above.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        attr.__bindgen_anon_6.__bindgen_anon_1.btf_id = id;
+        let Ok(fd) = bpf(bpf_cmd::BPF_BTF_GET_FD_BY_ID, &mut attr) else {
+            continue; // unloaded meanwhile
+        };
+        // SAFETY: the kernel returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let mut name = [0u8; 64];
+        // SAFETY: bpf_btf_info is plain data.
+        let mut info: bpf_btf_info = unsafe { std::mem::zeroed() };
+        info.name = name.as_mut_ptr() as u64;
+        info.name_len = name.len() as u32;
+        obj_info(&fd, &raw mut info, size_of::<bpf_btf_info>())?;
+        let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        if info.kernel_btf != 0 && &name[..len] == module.as_bytes() {
+            return Ok(fd);
+        }
+    }
+}
+
+/// `BPF_OBJ_PIN`: pins `fd` at `path` on a bpffs.
+pub fn obj_pin(fd: &OwnedFd, path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: as above.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.__bindgen_anon_4.pathname = c.as_ptr() as u64;
+    attr.__bindgen_anon_4.bpf_fd = fd.as_raw_fd() as u32;
+    bpf(bpf_cmd::BPF_OBJ_PIN, &mut attr).map(drop)
+}
+
+/// What [`prog_load`] loads.
+pub struct ProgLoad<'a> {
+    pub prog_type: u32,
+    pub name: &'a str,
+    pub insns: &'a [bpf_insn],
+    pub license: &'a std::ffi::CStr,
+    /// `fd_array[i]` for a kfunc call whose `off` is `i`; slot 0 is unused.
+    pub fd_array: &'a [i32],
+}
+
+/// `BPF_PROG_LOAD` with an `fd_array`. On failure the error carries the verifier's log.
+pub fn prog_load(p: &ProgLoad<'_>) -> io::Result<OwnedFd> {
+    let mut log = vec![0u8; 4 << 20];
+    let mut name = [0 as std::ffi::c_char; 16];
+    for (d, s) in name.iter_mut().zip(p.name.bytes().take(15)) {
+        *d = s as std::ffi::c_char;
+    }
+    // SAFETY: as above.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: writing plain fields of the union member BPF_PROG_LOAD reads.
+    unsafe {
+        let a = &mut attr.__bindgen_anon_3;
+        a.prog_type = p.prog_type;
+        a.insn_cnt = p.insns.len() as u32;
+        a.insns = p.insns.as_ptr() as u64;
+        a.license = p.license.as_ptr() as u64;
+        a.log_level = 1;
+        a.log_size = log.len() as u32;
+        a.log_buf = log.as_mut_ptr() as u64;
+        a.prog_name = name;
+        a.fd_array = p.fd_array.as_ptr() as u64;
+    }
+    match bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
+        // SAFETY: the kernel returned a new descriptor that nothing else owns.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
+        Err(e) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]);
+            let tail: String = text
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            Err(io::Error::new(
+                e.kind(),
+                format!("{e}; verifier log (end):\n{tail}"),
+            ))
+        }
+    }
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` into `info` of `len` bytes.
+fn obj_info<T>(fd: &OwnedFd, info: *mut T, len: usize) -> io::Result<()> {
+    // SAFETY: as above.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.info.bpf_fd = fd.as_raw_fd() as u32;
+    attr.info.info_len = len as u32;
+    attr.info.info = info as u64;
+    bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(drop)
 }
 
 /// `BPF_OBJ_GET_INFO_BY_FD` on a link.

@@ -4,10 +4,12 @@
 //! are collected in a [`Table`], which checks every row and reports all failing rows at once.
 //! The frames the tables start from are built here too. Nothing here knows a table's rows.
 
+use std::collections::BTreeMap;
+
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
-    programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp, XdpMode},
+    programs::{Program, SchedClassifier, TestRun as _, TestRunOptions, Xdp, XdpMode},
 };
 use hostgw_common::{
     Config, Counter, Endpoint, RouteV4, RouteV6, STATE_F_FORWARD_V4, STATE_F_FORWARD_V6, State,
@@ -82,9 +84,29 @@ pub(crate) enum Expect {
 /// The programs, loaded with one configuration and the world's map content.
 pub(crate) struct Programs {
     pub(crate) ebpf: Ebpf,
+    /// Programs the agent's loader loaded outside `ebpf` (kfunc calls into module BTF).
+    loaded: BTreeMap<&'static str, Program>,
 }
 
 impl Programs {
+    /// The program `name`, wherever the loader put it.
+    pub(crate) fn program(&self, name: &str) -> &Program {
+        self.loaded
+            .get(name)
+            .or_else(|| self.ebpf.program(name))
+            .unwrap_or_else(|| panic!("no program {name}"))
+    }
+
+    fn program_mut(&mut self, name: &str) -> &mut Program {
+        match self.loaded.get_mut(name) {
+            Some(p) => p,
+            None => self
+                .ebpf
+                .program_mut(name)
+                .unwrap_or_else(|| panic!("no program {name}")),
+        }
+    }
+
     pub(crate) fn load(world: &World, flags: u32) -> Self {
         let mut progs = Self::load_with(world, world.config(flags));
         progs.set_forwarding(true);
@@ -95,12 +117,7 @@ impl Programs {
     /// uplink as their ingress interface need its rx queue registered, which a veth only does
     /// with an XDP program attached; this also shows native XDP works on this kernel.
     pub(crate) fn attach_xdp(&mut self) {
-        let x: &mut Xdp = self
-            .ebpf
-            .program_mut(names::PROG_XDP)
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let x: &mut Xdp = self.program_mut(names::PROG_XDP).try_into().unwrap();
         x.attach("up0", XdpMode::Driver)
             .expect("native XDP on the veth uplink");
     }
@@ -114,16 +131,8 @@ impl Programs {
             .override_global(names::CONFIG, &cfg, true)
             .load(object.bytes())
             .expect("the embedded object loads");
-        for name in [names::PROG_EGRESS, names::PROG_INGRESS] {
-            let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            p.load().unwrap();
-        }
-        let x: &mut Xdp = ebpf
-            .program_mut(names::PROG_XDP)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        x.load().unwrap();
+        let loaded = hostgw_agent::load_programs(&mut ebpf, object.bytes(), &kernel())
+            .unwrap_or_else(|e| panic!("the programs load: {e:?}"));
         let mut routes: LpmTrie<_, [u8; 4], RouteV4> =
             LpmTrie::try_from(ebpf.map_mut(names::ROUTES_V4).unwrap()).unwrap();
         for (prefix, len, route) in world.routes() {
@@ -144,7 +153,7 @@ impl Programs {
         for (addr, ep) in world.endpoints6() {
             eps.insert(addr, ep, 0).unwrap();
         }
-        Self { ebpf }
+        Self { ebpf, loaded }
     }
 
     /// Forwarding on or off for both families.
@@ -185,7 +194,7 @@ impl Programs {
                 } else {
                     names::PROG_INGRESS
                 };
-                let p: &SchedClassifier = self.ebpf.program(name).unwrap().try_into().unwrap();
+                let p: &SchedClassifier = self.program(name).try_into().unwrap();
                 // struct __sk_buff: ifindex at 40, gso_segs at 164, gso_size at 176.
                 let mut ctx = [0u8; 192];
                 ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
@@ -202,12 +211,7 @@ impl Programs {
                 })
             }
             Prog::Xdp => {
-                let p: &Xdp = self
-                    .ebpf
-                    .program(names::PROG_XDP)
-                    .unwrap()
-                    .try_into()
-                    .unwrap();
+                let p: &Xdp = self.program(names::PROG_XDP).try_into().unwrap();
                 // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
                 // egress_ifindex.
                 let mut ctx = [0u8; 24];

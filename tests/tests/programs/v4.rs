@@ -27,7 +27,7 @@ fn decision_table_rows(world: &World) {
     let mut progs = Programs::load(world, CONFIG_F_FIB_FALLBACK | CONFIG_F_XDP_TX);
     progs.attach_xdp();
     for name in [names::PROG_EGRESS, names::PROG_INGRESS, names::PROG_XDP] {
-        let info = progs.ebpf.program(name).unwrap().info().unwrap();
+        let info = progs.program(name).info().unwrap();
         let insns = info.verified_instruction_count().unwrap_or(0);
         println!(
             "verifier accepted {name}: {insns} instructions verified, {} bytes translated",
