@@ -104,10 +104,21 @@ pub fn attach_all(
         }
     };
     if !kernel.has_conntrack_lookup() && config.conntrack_gate != cli::GateMode::Off {
-        tracing::warn!(
-            "this kernel has no conntrack lookup for BPF (bpf_skb_ct_lookup): while the \
-             conntrack gate is on, gated traffic always takes the kernel path"
-        );
+        if std::path::Path::new("/sys/module/nf_conntrack").exists() {
+            tracing::warn!(
+                "this kernel has no conntrack lookup for BPF (bpf_skb_ct_lookup): while the \
+                 conntrack gate is on, gated traffic always takes the kernel path"
+            );
+        } else {
+            tracing::warn!(
+                "the nf_conntrack module is not loaded, so its conntrack lookup for BPF \
+                 (bpf_skb_ct_lookup) is not there: load it (modprobe nf_conntrack, or \
+                 nf_conntrack in /etc/modules-load.d) and restart the agent; until then, while \
+                 the conntrack gate is on, gated traffic takes the kernel path"
+            );
+        }
+    } else if !kernel.modules().is_empty() {
+        tracing::info!(modules = ?kernel.modules(), "conntrack kfuncs found in module BTF");
     }
     let mut dp = Dataplane::load(
         &config.pin_dir,

@@ -66,13 +66,23 @@ struct Kernel {
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
+    let (_, failed) = run_kernels(&opts.kernels)?;
+    if !failed.is_empty() {
+        bail!("the kernel matrix failed:\n{}", failed.join("\n"));
+    }
+    Ok(())
+}
+
+/// Runs the subset on each kernel of `series` (both when empty). Returns the tests that
+/// passed and each failure, named `<kernel>: <test>`.
+pub fn run_kernels(series: &[String]) -> anyhow::Result<(u64, Vec<String>)> {
     let path = toolchain::ensure()?;
     packages::ensure(packages::TEST_PACKAGES)?;
     packages::ensure(VM_PACKAGES)?;
-    let series: Vec<String> = if opts.kernels.is_empty() {
+    let series: Vec<String> = if series.is_empty() {
         vec!["6.1".into(), "6.12".into()]
     } else {
-        opts.kernels.clone()
+        series.to_vec()
     };
     let kernels = series
         .iter()
@@ -88,6 +98,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let scratch = target_dir().join("vm/run");
     std::fs::create_dir_all(&scratch).context("creating target/vm/run")?;
     let mut failed = Vec::new();
+    let mut total = 0;
     for kernel in &kernels {
         say(format!(
             "booting {} under qemu (TCG) for the kernel subset",
@@ -96,11 +107,13 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         let script = scratch.join(format!("{}.sh", kernel.release));
         let log = scratch.join(format!("{}.log", kernel.release));
         std::fs::write(&script, vm_script(&binaries, &log)).context("writing the VM script")?;
+        // No earlier run's results can be read as this one's.
+        std::fs::write(&log, "").context("clearing the VM log")?;
         let status = util::status(
             Command::new(&vng)
                 .args(["--disable-kvm", "--run"])
                 .arg(&kernel.image)
-                .args(["--memory", "2G", "--cpus", "2", "--rwdir"])
+                .args(["--memory", "2G", "--cpus", "2", "--user", "root", "--rwdir"])
                 .arg(&scratch)
                 .args(["--rwdir", "/tmp", "--", "sh"])
                 .arg(&script)
@@ -108,6 +121,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         )?;
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let (passed, fails) = summary(&text);
+        total += passed;
         println!(
             "\nkernel {}: {passed} passed, {} failed{}",
             kernel.release,
@@ -134,10 +148,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 .map(|f| format!("{}: {f}", kernel.release)),
         );
     }
-    if !failed.is_empty() {
-        bail!("the kernel matrix failed:\n{}", failed.join("\n"));
-    }
-    Ok(())
+    Ok((total, failed))
 }
 
 /// Installs the newest Debian kernel package of `series` if none is installed, and returns it.

@@ -7,8 +7,10 @@
 //! 3. runs the unprivileged tests of the workspace (among them the benchmark's unit tests);
 //! 4. runs the tests that need root (the `hostgw-tests` crate: program tests, network
 //!    namespaces) as root, through `sudo -E` when this is not root;
-//! 5. runs the benchmark's smoke run (`cargo xtask bench --quick`), so it never rots;
-//! 6. ends with one line `N passed, N failed` and exits non-zero on any failure (a failed
+//! 5. runs the kernel matrix (`cargo xtask matrix`): the root tests' kernel subset inside VMs
+//!    booted from Debian's 6.1 and 6.12 kernels (`--no-matrix` skips it; so does a test filter);
+//! 6. runs the benchmark's smoke run (`cargo xtask bench --quick`), so it never rots;
+//! 7. ends with one line `N passed, N failed` and exits non-zero on any failure (a failed
 //!    build or benchmark smoke run counts as one).
 
 use std::{
@@ -25,6 +27,10 @@ use crate::{
 };
 
 #[derive(Debug, clap::Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent command-line switches, one per step"
+)]
 pub struct Options {
     /// Skip `cargo fmt --check`, `cargo machete` and `cargo clippy`.
     #[arg(long)]
@@ -35,6 +41,9 @@ pub struct Options {
     /// Skip the benchmark's smoke run (`cargo xtask bench --quick`).
     #[arg(long)]
     pub no_bench: bool,
+    /// Skip the kernel matrix (the root tests' kernel subset in VMs of Debian's kernels).
+    #[arg(long)]
+    pub no_matrix: bool,
     /// Arguments passed to every test binary (a name filter, `--nocapture`, ...).
     #[arg(last = true)]
     pub test_args: Vec<String>,
@@ -146,6 +155,22 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
         }
         run_tests(&mut cmd, &mut tally, &mut broken)?;
+    }
+
+    if opts.no_root || opts.no_matrix || !opts.test_args.is_empty() {
+        say("the kernel matrix was skipped");
+    } else {
+        say("running the kernel matrix: Debian's 6.1 and 6.12 kernels in VMs (cargo xtask matrix)");
+        match crate::matrix::run_kernels(&[]) {
+            Ok((passed, failures)) => {
+                tally.passed += passed;
+                tally.failed += failures.len() as u64;
+                for f in failures {
+                    say(format!("failed in the kernel matrix: {f}"));
+                }
+            }
+            Err(error) => broken.push(format!("cargo xtask matrix: {error:#}")),
+        }
     }
 
     if opts.no_root || opts.no_bench {
