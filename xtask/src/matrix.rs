@@ -5,7 +5,8 @@
 //! the host) and virtme-ng (in `target/vm/venv`). Each VM boots with qemu's TCG (KVM guests
 //! hang on this kind of machine), sees the host's files read-only, loads the modules the
 //! dataplane needs, mounts bpffs and runs the test binaries built here. A failure names the
-//! kernel.
+//! kernel; the tests' output is in `target/vm/run/<kernel>.log`, the VM's console in
+//! `<kernel>.console`.
 
 use std::{
     path::{Path, PathBuf},
@@ -109,6 +110,11 @@ pub fn run_kernels(series: &[String]) -> anyhow::Result<(u64, Vec<String>)> {
         std::fs::write(&script, vm_script(&binaries, &log)).context("writing the VM script")?;
         // No earlier run's results can be read as this one's.
         std::fs::write(&log, "").context("clearing the VM log")?;
+        // The VM's console goes to a file of its own: qemu writes it at offsets of its own,
+        // which would overwrite what this process prints.
+        let console = scratch.join(format!("{}.console", kernel.release));
+        let console = std::fs::File::create(&console)
+            .with_context(|| format!("creating {}", console.display()))?;
         let status = util::status(
             Command::new(&vng)
                 .args(["--disable-kvm", "--run"])
@@ -117,13 +123,16 @@ pub fn run_kernels(series: &[String]) -> anyhow::Result<(u64, Vec<String>)> {
                 .arg(&scratch)
                 .args(["--rwdir", "/tmp", "--", "sh"])
                 .arg(&script)
-                .env("PATH", vng_path(&vng)),
+                .env("PATH", vng_path(&vng))
+                .stdin(std::process::Stdio::null())
+                .stdout(console.try_clone().context("the console file")?)
+                .stderr(console),
         )?;
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let (passed, fails) = summary(&text);
         total += passed;
         println!(
-            "\nkernel {}: {passed} passed, {} failed{}",
+            "kernel {}: {passed} passed, {} failed{}",
             kernel.release,
             fails.len(),
             if status.success() {
