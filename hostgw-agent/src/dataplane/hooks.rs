@@ -17,8 +17,8 @@ use aya::programs::{
 use hostgw_common::names;
 
 use super::{
-    Dataplane, DataplaneError, LINKS_DIR, QDISCS_DIR, adopt, attach_error, program, release_qdisc,
-    remove_file_if_exists, sys::pinned_link_ifindex,
+    Dataplane, DataplaneError, LINKS_DIR, adopt, attach_error, program, qdisc_marker,
+    release_qdisc, remove_file_if_exists, sys::pinned_link_ifindex,
 };
 use crate::{host::tc as host_tc, model::Link};
 
@@ -314,7 +314,7 @@ impl Dataplane {
         let tc_error = |e: std::io::Error| attach_error(name, iface, ProgramError::from(e));
         match tc::qdisc_add_clsact(&iface.name) {
             Ok(()) => {
-                let marker = self.pin_dir.join(QDISCS_DIR).join(&iface.name);
+                let marker = qdisc_marker(&self.pin_dir, &iface.name);
                 fs::create_dir_all(&marker).map_err(|source| DataplaneError::PinDir {
                     action: "creating",
                     path: marker,

@@ -372,7 +372,7 @@ fn remove_file_if_exists(path: &Path) -> io::Result<()> {
 /// Removes the clsact qdisc the agent added to `iface` (the marker says it did) if no filter
 /// is left on it, and the marker. An interface that is gone took its qdisc with it.
 fn release_qdisc(pin_dir: &Path, iface: &str) -> Result<(), DataplaneError> {
-    let marker = pin_dir.join(QDISCS_DIR).join(iface);
+    let marker = qdisc_marker(pin_dir, iface);
     if !marker.exists() {
         return Ok(());
     }
@@ -396,6 +396,11 @@ fn release_qdisc(pin_dir: &Path, iface: &str) -> Result<(), DataplaneError> {
         path: marker,
         source,
     })
+}
+
+/// The marker that says the agent added the clsact qdisc of `iface`.
+fn qdisc_marker(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(QDISCS_DIR).join(iface)
 }
 
 /// The ifindex of the interface called `name`, if there is one.

@@ -55,52 +55,38 @@ fn parent(egress: bool) -> TcHandle {
     }
 }
 
-/// The bpf filters on the ingress (or egress) of interface `ifindex`; none when it has no
-/// clsact qdisc.
-pub fn bpf_filters(ifindex: u32, egress: bool) -> io::Result<Vec<BpfFilter>> {
+/// The filters (of any kind) on the ingress (or egress) of the clsact qdisc of `ifindex`,
+/// without the chain heads the dump lists too (handle 0); none when it has no clsact qdisc.
+fn filters(ifindex: u32, egress: bool) -> io::Result<Vec<TcMessage>> {
     let mut msg = TcMessage::with_index(ifindex as i32);
     msg.header.parent = parent(egress);
     let replies = match request(
         RouteNetlinkMessage::GetTrafficFilter(msg),
         NLM_F_REQUEST | NLM_F_DUMP,
     ) {
-        // No qdisc there: no filters.
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(Vec::new()),
         other => other?,
     };
     Ok(replies
         .into_iter()
         .filter_map(|m| match m {
-            RouteNetlinkMessage::NewTrafficFilter(f) => bpf_filter(&f),
+            RouteNetlinkMessage::NewTrafficFilter(f) if u32::from(f.header.handle) != 0 => Some(f),
             _ => None,
         })
         .collect())
 }
 
+/// The bpf filters on the ingress (or egress) of interface `ifindex`.
+pub fn bpf_filters(ifindex: u32, egress: bool) -> io::Result<Vec<BpfFilter>> {
+    Ok(filters(ifindex, egress)?
+        .iter()
+        .filter_map(bpf_filter)
+        .collect())
+}
+
 /// Every filter (of any kind) on both sides of the clsact qdisc of `ifindex`.
 pub fn filter_count(ifindex: u32) -> io::Result<usize> {
-    let mut n = 0;
-    for egress in [false, true] {
-        let mut msg = TcMessage::with_index(ifindex as i32);
-        msg.header.parent = parent(egress);
-        match request(
-            RouteNetlinkMessage::GetTrafficFilter(msg),
-            NLM_F_REQUEST | NLM_F_DUMP,
-        ) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-            other => {
-                n += other?
-                    .iter()
-                    .filter(|m| match m {
-                        // The dump lists each filter's chain head too (handle 0).
-                        RouteNetlinkMessage::NewTrafficFilter(f) => u32::from(f.header.handle) != 0,
-                        _ => false,
-                    })
-                    .count();
-            }
-        }
-    }
-    Ok(n)
+    Ok(filters(ifindex, false)?.len() + filters(ifindex, true)?.len())
 }
 
 /// Deletes the ingress bpf filter at `priority`/`handle` of interface `ifindex`.
@@ -138,12 +124,9 @@ pub fn delete_clsact(ifindex: u32) -> io::Result<()> {
     }
 }
 
-/// The filter in `f`, if it is a bpf filter (not a chain head).
+/// The filter in `f`, if it is a bpf filter.
 fn bpf_filter(f: &TcMessage) -> Option<BpfFilter> {
     let handle = u32::from(f.header.handle);
-    if handle == 0 {
-        return None;
-    }
     let mut kind = None;
     let (mut name, mut program_id) = (String::new(), None);
     for attr in &f.attributes {

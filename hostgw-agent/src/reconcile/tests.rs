@@ -264,6 +264,24 @@ fn trie(via: &str) -> TrieRoute {
     }
 }
 
+/// A trie entry whose next hop the kernel has yet to resolve.
+fn unresolved(via: &str) -> TrieRoute {
+    TrieRoute {
+        flags: 0,
+        node_mac: [0; 6],
+        ..trie(via)
+    }
+}
+
+/// The endpoint of pod `10.1.79.<host>` behind port `veth<port>`.
+fn endpoint(port: u32, host: u8) -> Endpoint {
+    Endpoint {
+        ifindex: port,
+        mac: mac(host),
+        pad: [0; 2],
+    }
+}
+
 fn state(flags: u32) -> State {
     State {
         flags,
@@ -286,11 +304,6 @@ async fn a_round_from_nothing_plans_every_write_in_order_then_nothing() {
     let (tx, rx) = watch::channel(Some(Arc::new(cluster())));
     let mut r = Reconciler::new(config(&[]), Some(rx));
     let mut fake = Fake::new();
-    let unresolved = |via: &str| TrieRoute {
-        flags: 0,
-        node_mac: [0; 6],
-        ..trie(via)
-    };
     assert_eq!(
         fake.round(&mut r).await,
         vec![
@@ -329,11 +342,7 @@ async fn a_round_from_nothing_plans_every_write_in_order_then_nothing() {
             },
             Op::PutEndpoint {
                 ip: ip("10.1.79.3"),
-                endpoint: Endpoint {
-                    ifindex: 10,
-                    mac: mac(3),
-                    pad: [0; 2]
-                },
+                endpoint: endpoint(10, 3),
             },
         ]
     );
@@ -380,11 +389,7 @@ async fn a_node_added_removed_or_changed_plans_exactly_its_routes() {
             },
             Op::PutTrie {
                 cidr: net("10.1.29.0/24"),
-                route: TrieRoute {
-                    flags: 0,
-                    node_mac: [0; 6],
-                    ..trie("172.20.11.45")
-                },
+                route: unresolved("172.20.11.45"),
             },
         ]
     );
@@ -446,11 +451,7 @@ async fn a_node_added_removed_or_changed_plans_exactly_its_routes() {
             },
             Op::PutTrie {
                 cidr: net("10.1.29.0/24"),
-                route: TrieRoute {
-                    flags: 0,
-                    node_mac: [0; 6],
-                    ..trie("172.20.11.46")
-                },
+                route: unresolved("172.20.11.46"),
             },
             // The replaced route is gone already; deleting it again finds nothing.
             Op::DeleteRoute {
@@ -501,11 +502,7 @@ async fn ports_added_and_removed_attach_and_release_their_hooks() {
             },
             Op::PutEndpoint {
                 ip: ip("10.1.79.4"),
-                endpoint: Endpoint {
-                    ifindex: 11,
-                    mac: mac(4),
-                    pad: [0; 2]
-                },
+                endpoint: endpoint(11, 4),
             },
         ]
     );
@@ -667,11 +664,7 @@ async fn without_a_node_list_only_ports_state_and_endpoints_are_planned() {
             },
             Op::PutEndpoint {
                 ip: ip("10.1.79.3"),
-                endpoint: Endpoint {
-                    ifindex: 10,
-                    mac: mac(3),
-                    pad: [0; 2]
-                },
+                endpoint: endpoint(10, 3),
             },
         ]
     );
