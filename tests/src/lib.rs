@@ -61,6 +61,40 @@ pub fn ip(args: &[&str]) -> Output {
     sh(Command::new("ip").args(args))
 }
 
+/// A hostgw clsact filter, as `tc -j filter show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcFilter {
+    pub pref: u64,
+    pub handle: String,
+    /// The program's name, `hostgw_…`.
+    pub name: String,
+    pub prog_id: u64,
+}
+
+/// hostgw's bpf filters on the clsact ingress hook of `dev` in the namespace `netns` (every
+/// hostgw program sits on an ingress hook).
+pub fn hostgw_filters(netns: &str, dev: &str) -> Vec<TcFilter> {
+    let out =
+        sh(Command::new("tc").args(["-n", netns, "-j", "filter", "show", "dev", dev, "ingress"]));
+    let filters: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    filters
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|f| f["kind"] == "bpf")
+        .filter_map(|f| {
+            let name = f["options"]["bpf_name"].as_str()?;
+            name.starts_with("hostgw_").then(|| TcFilter {
+                pref: f["pref"].as_u64().expect("pref"),
+                handle: f["options"]["handle"].as_str().expect("handle").to_owned(),
+                name: name.to_owned(),
+                prog_id: f["options"]["prog"]["id"].as_u64().expect("program id"),
+            })
+        })
+        .collect()
+}
+
 /// A network namespace created with `ip netns add`, deleted on drop.
 #[derive(Debug)]
 pub struct Netns {

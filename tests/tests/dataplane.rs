@@ -6,7 +6,7 @@ use std::{path::Path, process::Command, time::Duration};
 use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
 use hostgw_common::{RouteV4, names};
 use hostgw_tests::{
-    Agent, Netns, PinDir, agent_binary,
+    Agent, Netns, PinDir, TcFilter, agent_binary,
     lab::{log_events, wait_for},
     require_root, sh,
 };
@@ -163,30 +163,9 @@ fn missing_interface_is_named_and_nothing_is_left() {
     );
 }
 
-/// hostgw's bpf filters on the ingress of `dev`: `(pref, handle, name, program id)`.
-fn hostgw_filters(ns: &Netns, dev: &str) -> Vec<(u64, String, String, u64)> {
-    let out = sh(ns
-        .command("tc")
-        .args(["-j", "filter", "show", "dev", dev, "ingress"]));
-    let filters: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    filters
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter(|f| f["kind"] == "bpf")
-        .filter_map(|f| {
-            let name = f["options"]["bpf_name"].as_str()?;
-            name.starts_with("hostgw_").then(|| {
-                (
-                    f["pref"].as_u64().expect("pref"),
-                    f["options"]["handle"].as_str().expect("handle").to_owned(),
-                    name.to_owned(),
-                    f["options"]["prog"]["id"].as_u64().expect("program id"),
-                )
-            })
-        })
-        .collect()
+/// hostgw's bpf filters on the ingress of `dev`.
+fn hostgw_filters(ns: &Netns, dev: &str) -> Vec<TcFilter> {
+    hostgw_tests::hostgw_filters(ns.name(), dev)
 }
 
 /// The qdisc kinds on `dev`.
@@ -255,13 +234,13 @@ fn clsact_filters_are_adopted_after_a_kill_and_removed_on_exit() {
             .map(|(dev, prog)| {
                 let filters = hostgw_filters(&ns, dev);
                 assert_eq!(filters.len(), 1, "hostgw filters on {dev}: {filters:?}");
-                let (pref, handle, name, id) = filters[0].clone();
+                let f = &filters[0];
                 assert_eq!(
-                    (pref, handle.as_str(), name.as_str()),
+                    (f.pref, f.handle.as_str(), f.name.as_str()),
                     (18503, "0x4847", *prog),
                     "on {dev}"
                 );
-                id
+                f.prog_id
             })
             .collect()
     };
@@ -278,6 +257,30 @@ fn clsact_filters_are_adopted_after_a_kill_and_removed_on_exit() {
         "json",
     ]));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    // The kernel's features as its release promises them: tcx from 6.6, managed neighbours
+    // from 5.16, and the conntrack kfuncs (loaded here) wherever they are.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let version: Vec<u32> = release
+        .split(|c: char| !c.is_ascii_digit())
+        .take(2)
+        .map(|n| n.parse().expect("a release number"))
+        .collect();
+    let features = &status["features"];
+    assert_eq!(
+        features["tcx"],
+        version >= vec![6, 6],
+        "{release}: {features}"
+    );
+    assert_eq!(
+        features["managed_neighbours"],
+        version >= vec![5, 16],
+        "{release}: {features}"
+    );
+    let kfuncs = features["conntrack_kfuncs"].as_str().unwrap_or_default();
+    assert!(
+        kfuncs == "vmlinux" || kfuncs == "module nf_conntrack",
+        "{release}: {features}"
+    );
     let mut listed: Vec<(String, String)> = status["programs"]
         .as_array()
         .expect("programs")

@@ -294,15 +294,67 @@ fn uplink_mac_change_is_picked_up_without_restart() {
     }
 }
 
+/// The agent's programs stay attached when it is killed, forward the whole time, and the
+/// restarted agent adopts them: with tcx (or, on kernels without it, clsact) as the kernel
+/// offers.
 #[test]
 fn agent_sigkill_loses_no_packet_and_restart_adopts_pins() {
-    let mut lab = lab("fkill", Mode::FastPath);
+    sigkill_and_restart(lab("fkill", Mode::FastPath));
+}
+
+/// The same with clsact filters, which kernels before 6.6 get (`--tc-attach clsact` here): one
+/// filter per hook before and after, the running programs kept.
+#[test]
+fn agent_sigkill_loses_no_packet_and_restart_adopts_clsact_filters() {
+    let spec = Spec {
+        agent_args: vec!["--tc-attach".into(), "clsact".into()],
+        ..Spec::new(NODES, PODS, Mode::FastPath)
+    };
+    let lab = Lab::start("fkillcls", &spec);
+    assert!(
+        matches!(attached(&lab, 1), Attached::Clsact(_)),
+        "n1 attached with tcx despite --tc-attach clsact"
+    );
+    sigkill_and_restart(lab);
+}
+
+/// How node 1's TC programs are attached: the pinned tcx link of its uplink, or else its
+/// clsact filters (one per hook, which this asserts) as `(hook, program id)`.
+#[derive(Debug, PartialEq, Eq)]
+enum Attached {
+    Tcx(u32),
+    Clsact(Vec<(String, u64)>),
+}
+
+fn attached(lab: &Lab, i: usize) -> Attached {
+    if let Some(link) = lab.uplink_link_id(i) {
+        return Attached::Tcx(link);
+    }
+    let hooks = [lab::UPLINK.to_owned(), lab::BRIDGE.to_owned()]
+        .into_iter()
+        .chain((1..=PODS).map(|j| lab.pod(i, j).host_veth()));
+    Attached::Clsact(
+        hooks
+            .map(|dev| {
+                let filters = lab.hook_filters(i, &dev);
+                assert_eq!(
+                    filters.len(),
+                    1,
+                    "hostgw filters on n{i}'s {dev}: {filters:?}"
+                );
+                (dev, filters[0].prog_id)
+            })
+            .collect(),
+    )
+}
+
+fn sigkill_and_restart(mut lab: Lab) {
     let (from, to) = (lab.pod(1, 1), lab.pod(2, 1).ip());
     let warm = lab.ping(from, to, 3, Duration::from_millis(200));
     assert_pings(&lab, warm, 3, "warm-up n1p1 → n2p1");
     let maps = [names::STATS, names::ROUTES_V4, names::ENDPOINTS_V4];
     let map_ids = maps.map(|m| lab.map_id(1, m));
-    let link = lab.uplink_link_id(1).expect("n1 has a pinned uplink link");
+    let hooks = attached(&lab, 1);
     let prog = lab
         .uplink_prog_id(1)
         .expect("n1 has a program on its uplink");
@@ -312,12 +364,13 @@ fn agent_sigkill_loses_no_packet_and_restart_adopts_pins() {
     std::thread::sleep(Duration::from_secs(1));
     let status = lab.kill_agent(1, libc::SIGKILL);
     assert_eq!(status.signal(), Some(libc::SIGKILL), "agent exit: {status}");
-    // Killed, the agent left its programs attached through the pinned links.
+    // Killed, the agent left its programs attached (pinned links, or filters).
     assert_eq!(
         lab.uplink_prog_id(1),
         Some(prog),
         "n1's uplink program went away with its agent"
     );
+    assert_eq!(attached(&lab, 1), hooks, "the killed agent's hooks changed");
     lab.restart_agent(1);
     let stats = job.wait(Duration::from_secs(30));
     assert_pings(
@@ -327,20 +380,27 @@ fn agent_sigkill_loses_no_packet_and_restart_adopts_pins() {
         "100 pps ping across the agent's SIGKILL and restart",
     );
 
-    // The restarted agent took the pins over: the same maps, the same link, now held by it.
+    // The restarted agent took the pins over: the same maps, the same hooks and programs.
     for (m, id) in maps.iter().zip(map_ids) {
         assert_eq!(lab.map_id(1, m), id, "the restarted agent replaced map {m}");
     }
     assert_eq!(
-        lab.uplink_link_id(1),
-        Some(link),
-        "the restarted agent replaced the uplink link instead of adopting it"
+        attached(&lab, 1),
+        hooks,
+        "the restarted agent replaced its hooks instead of adopting them"
     );
-    assert!(
-        lab.agent_link_ids(1).contains(&link),
-        "the restarted agent does not hold the pinned uplink link {link}: {:?}",
-        lab.agent_link_ids(1)
+    assert_eq!(
+        lab.uplink_prog_id(1),
+        Some(prog),
+        "the uplink program changed"
     );
+    if let Attached::Tcx(link) = hooks {
+        assert!(
+            lab.agent_link_ids(1).contains(&link),
+            "the restarted agent does not hold the pinned uplink link {link}: {:?}",
+            lab.agent_link_ids(1)
+        );
+    }
     // ...and manages them: a deleted route comes back.
     let cidr = lab.node(2).pod_cidr();
     lab.node(1).ns().ip(&["route", "del", &cidr]);

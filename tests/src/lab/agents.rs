@@ -133,6 +133,9 @@ impl Lab {
             "--log-format".into(),
             "json".into(),
         ]
+        .into_iter()
+        .chain(self.agent_extra.iter().cloned())
+        .collect()
     }
 
     pub(super) fn spawn_agent(&mut self, i: usize) {
@@ -344,10 +347,21 @@ impl Lab {
         pinned_link_id(&self.node(i).uplink_link_pin())
     }
 
-    /// The id of the program behind that link.
+    /// The id of the program on node `i`'s uplink: behind the pinned link (tcx), or else of
+    /// hostgw's clsact filter there.
     pub fn uplink_prog_id(&self, i: usize) -> Option<u32> {
-        let link = FdLink::from(PinnedLink::from_pin(self.node(i).uplink_link_pin()).ok()?);
-        link.info().ok().map(|info| info.program_id())
+        if let Ok(pin) = PinnedLink::from_pin(self.node(i).uplink_link_pin()) {
+            return FdLink::from(pin).info().ok().map(|info| info.program_id());
+        }
+        let filters = self.hook_filters(i, UPLINK);
+        filters
+            .first()
+            .map(|f| u32::try_from(f.prog_id).expect("a program id fits u32"))
+    }
+
+    /// hostgw's clsact filters on `dev` of node `i` (none where the agent attached with tcx).
+    pub fn hook_filters(&self, i: usize, dev: &str) -> Vec<crate::TcFilter> {
+        crate::hostgw_filters(self.node(i).netns(), dev)
     }
 
     /// Ids of the BPF links node `i`'s agent process holds open.
@@ -358,14 +372,9 @@ impl Lab {
 
 /// Whether the uplink of the node in `netns` has hostgw's ingress program as a clsact filter.
 fn clsact_ingress_in(netns: &str) -> bool {
-    let out = sh(Command::new("tc").args([
-        "-n", netns, "-j", "filter", "show", "dev", UPLINK, "ingress",
-    ]));
-    let filters: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    filters.as_array().is_some_and(|f| {
-        f.iter()
-            .any(|f| f["options"]["bpf_name"] == hostgw_common::names::PROG_INGRESS)
-    })
+    crate::hostgw_filters(netns, UPLINK)
+        .iter()
+        .any(|f| f.name == hostgw_common::names::PROG_INGRESS)
 }
 
 /// Whether the agent in `netns` answers `/readyz` with 200.

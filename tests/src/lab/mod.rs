@@ -136,6 +136,9 @@ pub struct Spec {
     /// node correctly. At start-up the lab waits only for the agents of nodes whose own entry
     /// is well-formed, for routes to the other well-formed entries.
     pub node_list: Option<Vec<NodeEntry>>,
+    /// Arguments added to every agent's `hostgw-agent run` (e.g. `--tc-attach clsact`), at
+    /// start and on every restart.
+    pub agent_args: Vec<String>,
 }
 
 impl Spec {
@@ -147,6 +150,7 @@ impl Spec {
             mode,
             ipv6: true,
             node_list: None,
+            agent_args: Vec::new(),
         }
     }
 }
@@ -172,6 +176,8 @@ pub struct Lab {
     mode: Mode,
     ipv6: bool,
     pods_per_node: usize,
+    /// [`Spec::agent_args`].
+    agent_extra: Vec<String>,
     // Field order is drop order: agents are stopped in `Drop::drop`, then pods, nodes (and
     // their pin directories), the switch and the scratch directory go.
     pods: Vec<Pod>,
@@ -205,6 +211,7 @@ impl Lab {
             mode: spec.mode,
             ipv6: spec.ipv6,
             pods_per_node: spec.pods,
+            agent_extra: spec.agent_args.clone(),
             pods: Vec::new(),
             nodes: Vec::new(),
             switch: None,
