@@ -11,7 +11,11 @@ use hostgw_common::{CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, names};
 
 use crate::{
     cli,
-    dataplane::{self, Dataplane, TcPolicy, kfunc},
+    dataplane::{
+        self, Dataplane, TcPolicy,
+        features::{ConntrackKfuncs, Features},
+        kfunc,
+    },
     host::{bpffs, iface, release, sysctl},
     inspect::{http, metrics},
     model::Link,
@@ -103,22 +107,27 @@ pub fn attach_all(
             kfunc::Kernel::default()
         }
     };
-    if !kernel.has_conntrack_lookup() && config.conntrack_gate != cli::GateMode::Off {
-        if std::path::Path::new("/sys/module/nf_conntrack").exists() {
-            tracing::warn!(
+    let features = Features::probe(&kernel);
+    tracing::info!(
+        tcx = features.tcx,
+        conntrack_kfuncs = %features.conntrack_kfuncs,
+        managed_neighbours = features.managed_neighbours,
+        "kernel features"
+    );
+    if config.conntrack_gate != cli::GateMode::Off {
+        match features.conntrack_kfuncs {
+            ConntrackKfuncs::Missing => tracing::warn!(
                 "this kernel has no conntrack lookup for BPF (bpf_skb_ct_lookup): while the \
                  conntrack gate is on, gated traffic always takes the kernel path"
-            );
-        } else {
-            tracing::warn!(
+            ),
+            ConntrackKfuncs::NotLoaded => tracing::warn!(
                 "the nf_conntrack module is not loaded, so its conntrack lookup for BPF \
                  (bpf_skb_ct_lookup) is not there: load it (modprobe nf_conntrack, or \
                  nf_conntrack in /etc/modules-load.d) and restart the agent; until then, while \
                  the conntrack gate is on, gated traffic takes the kernel path"
-            );
+            ),
+            ConntrackKfuncs::Vmlinux | ConntrackKfuncs::Modules(_) => {}
         }
-    } else if !kernel.modules().is_empty() {
-        tracing::info!(modules = ?kernel.modules(), "conntrack kfuncs found in module BTF");
     }
     let mut dp = Dataplane::load(
         &config.pin_dir,

@@ -204,6 +204,7 @@ fn print_status(s: &hostgw_agent::inspect::Status) {
         "agent {}   kernel {}   pins {}",
         s.agent_version, s.kernel, s.pin_dir
     );
+    println!("kernel features: {}", s.features);
     let on = |b: bool| if b { "on" } else { "off" };
     println!(
         "forwarding ipv4 {}   ipv6 {}   conntrack gate {}",

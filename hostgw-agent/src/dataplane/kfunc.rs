@@ -134,6 +134,22 @@ pub fn read_kernel(path: &Path) -> Result<Kernel, KfuncError> {
     Ok(kernel)
 }
 
+/// Whether the BTF at `path` (vmlinux's) defines each struct of `structs` and each function of
+/// `funcs`, in that order: how the agent tells what a kernel has without trying it.
+pub fn defines(path: &Path, structs: &[&str], funcs: &[&str]) -> Result<Vec<bool>, KfuncError> {
+    let data = std::fs::read(path).map_err(|source| KfuncError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let btf = Btf::parse(&data, None).ok_or_else(|| KfuncError::Btf(path.display().to_string()))?;
+    let found = btf.funcs(funcs);
+    Ok(structs
+        .iter()
+        .map(|s| btf.find_struct(s).is_some())
+        .chain(funcs.iter().map(|f| found.contains_key(*f)))
+        .collect())
+}
+
 /// Rewrites the placeholder calls in `elf` (in place). Returns how many calls were rewritten
 /// into kfunc calls and how many into `r0 = 0`.
 pub fn patch(elf: &mut [u8], kernel: &Kernel) -> Result<(usize, usize), KfuncError> {

@@ -17,8 +17,10 @@
 //!   commands, which open the same maps from their pins);
 //! - [`sys`]: the few raw `bpf(2)` calls aya does not offer;
 //! - [`kfunc`]: preparing the object's conntrack kfunc calls for the running kernel;
+//! - [`features`]: what the running kernel offers (tcx, the kfuncs, managed neighbours);
 //! - [`log`]: the programs' log records, bridged into tracing.
 
+pub mod features;
 mod hooks;
 pub mod kfunc;
 pub mod load;

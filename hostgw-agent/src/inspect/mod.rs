@@ -315,6 +315,8 @@ pub fn stat_rows(pin_dir: &Path, all: bool) -> Result<Vec<StatRow>, InspectError
 pub struct Status {
     pub agent_version: &'static str,
     pub kernel: String,
+    /// What the kernel offers the dataplane.
+    pub features: crate::dataplane::features::Features,
     pub pin_dir: String,
     pub forwarding_v4: bool,
     pub forwarding_v6: bool,
@@ -480,6 +482,7 @@ pub async fn status(
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_owned())
             .unwrap_or_default(),
+        features: crate::dataplane::features::Features::read(),
         pin_dir: pin_dir.display().to_string(),
         forwarding_v4: st.flags & STATE_F_FORWARD_V4 != 0,
         forwarding_v6: st.flags & STATE_F_FORWARD_V6 != 0,
