@@ -8,7 +8,7 @@ use super::*;
 /// the replies of the flow DNAT rewrote through A's stack (`ct_nat`), where the DNAT is
 /// undone. To node B, which has the same service rules (as every node of a cluster does) but
 /// does not NAT this flow, it is a plain flow between pods: on the fast path after its first
-/// packet.
+/// packet. A plain flow on A next to the service's is on A's fast path once established.
 #[test]
 fn cluster_ip_dnat_works_with_the_gate_on() {
     let mut lab = lab("gclip");
@@ -70,6 +70,30 @@ fn cluster_ip_dnat_works_with_the_gate_on() {
             moved(&lab, 2, &before[1])
         );
     }
+
+    // Next to the service, a plain flow from the same client to the backend's own address
+    // takes A's fast path once established, both ways, and still works.
+    let before = lab.fast_path_counters(1);
+    let result = tcp_exchange(
+        client.netns(),
+        SocketAddrV4::new(backend, BACKEND_PORT),
+        ROUNDS,
+    );
+    assert!(result.is_ok(), "TCP to the backend itself: {result:?}");
+    let after = lab.fast_path_counters(1);
+    let a = after.since(&before);
+    println!(
+        "plain TCP flow next to the ClusterIP, n1 before: {:?}\n    after: {:?}",
+        before.nonzero(),
+        after.nonzero()
+    );
+    let (est, fast) = (a.reason(reason::CT_ESTABLISHED), a.fast());
+    assert!(
+        est >= ROUNDS as u64 && fast >= 2 * ROUNDS as u64,
+        "the plain flow next to the ClusterIP: n1 forwarded {fast} packets on the fast path, \
+         {est} as established, for {ROUNDS} rounds\n{}",
+        moved(&lab, 1, &before)
+    );
 }
 
 /// A `NodePort` on node B with `externalTrafficPolicy: Local` (DNAT of B's address and port to a
