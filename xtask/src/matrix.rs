@@ -7,6 +7,12 @@
 //! dataplane needs, mounts bpffs and runs the test binaries built here. A failure names the
 //! kernel; the tests' output is in `target/vm/run/<kernel>.log`, the VM's console in
 //! `<kernel>.console`.
+//!
+//! Each kernel, and this machine's own, also gets a report: an agent started on a one-node
+//! namespace, and its `status -o json`, which says how its hooks were attached (tcx or clsact,
+//! XDP native or generic on a veth) and what the kernel offers (where the conntrack kfuncs
+//! are, managed neighbours). The table of these is the README's. In the VMs an agent also
+//! starts before `nf_conntrack` is loaded, and must say so.
 
 use std::{
     path::{Path, PathBuf},
@@ -27,17 +33,37 @@ const VM_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "python3-ven
 /// The virtme-ng release installed from `PyPI`.
 const VIRTME_NG: &str = "virtme-ng==1.42";
 
-/// Modules the dataplane and the lab use, loaded in each VM.
-const MODULES: &[&str] = &[
-    "veth",
-    "bridge",
-    "nf_conntrack",
-    "sch_ingress",
-    "cls_bpf",
-    "nf_tables",
-    "nft_chain_nat",
-    "nf_nat",
-];
+/// Modules the dataplane and the lab use, loaded in each VM: first those without conntrack,
+/// then (after the report without it) conntrack and NAT.
+const MODULES: &[&str] = &["veth", "bridge", "sch_ingress", "cls_bpf"];
+const CONNTRACK_MODULES: &[&str] = &["nf_conntrack", "nf_tables", "nft_chain_nat", "nf_nat"];
+
+/// The kernel report: an agent on a one-node namespace (a veth uplink with `--xdp on`, a bridge
+/// with one port) for as long as `status -o json` takes to show its programs. `report OUT
+/// ARGS…` writes `OUT.status.json` and the agent's log `OUT.agent.log`; everything it creates
+/// goes again.
+const REPORT_FN: &str = r#"report() {
+  out=$1; shift
+  ns=hgw-report-$$; pins=/sys/fs/bpf/hgw-report-$$
+  : > "$out.status.json"
+  ip netns add "$ns" || return 1
+  ip -n "$ns" link add up0 type veth peer name up0-sw
+  ip -n "$ns" link add cni0 type bridge
+  ip -n "$ns" link add veth-pod0 type veth peer name pod0
+  ip -n "$ns" link set veth-pod0 master cni0
+  for l in lo up0 up0-sw cni0 veth-pod0 pod0; do ip -n "$ns" link set "$l" up; done
+  "$HOSTGW_AGENT_BIN" run --netns "$ns" --uplink up0 --bridge cni0 --pin-dir "$pins" --xdp on "$@" > "$out.agent.log" 2>&1 &
+  agent=$!
+  i=0
+  while [ $i -lt 120 ] && kill -0 $agent 2>/dev/null; do
+    if "$HOSTGW_AGENT_BIN" status --netns "$ns" --pin-dir "$pins" -o json > "$out.status.json" 2>/dev/null       && grep -q hostgw_ingress "$out.status.json"; then break; fi
+    : > "$out.status.json"
+    i=$((i+1)); sleep 0.5
+  done
+  kill -TERM $agent 2>/dev/null; wait $agent
+  ip netns del "$ns"
+}
+"#;
 
 /// The kernel subset: every program test, and the lab tests that exercise what differs between
 /// kernels (attach mode, module kfuncs, restart adoption). `(test target, name filter)`.
@@ -48,6 +74,10 @@ const SUBSET: &[(&str, &str)] = &[
         "clsact_filters_are_adopted_after_a_kill_and_removed_on_exit",
     ),
     ("e2e", "fast_path_every_pod_pair_pings"),
+    (
+        "e2e",
+        "agent_sigkill_loses_no_packet_and_restart_adopts_pins",
+    ),
     ("dual_stack", "fast_path_every_pod_pair_pings_over_ipv6"),
     ("gate", "services::cluster_ip_dnat_works_with_the_gate_on"),
 ];
@@ -74,8 +104,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the subset on each kernel of `series` (both when empty). Returns the tests that
-/// passed and each failure, named `<kernel>: <test>`.
+/// Runs the subset and the kernel reports on each kernel of `series` (both when empty), and
+/// the report on this machine's kernel; prints the table of what each kernel gave the agent
+/// (`target/vm/run/kernels.md`). Returns the tests and reports that passed and each failure,
+/// named `<kernel>: <test>`.
 pub fn run_kernels(series: &[String]) -> anyhow::Result<(u64, Vec<String>)> {
     let path = toolchain::ensure()?;
     packages::ensure(packages::TEST_PACKAGES)?;
@@ -100,6 +132,7 @@ pub fn run_kernels(series: &[String]) -> anyhow::Result<(u64, Vec<String>)> {
     std::fs::create_dir_all(&scratch).context("creating target/vm/run")?;
     let mut failed = Vec::new();
     let mut total = 0;
+    let mut rows = Vec::new();
     for kernel in &kernels {
         say(format!(
             "booting {} under qemu (TCG) for the kernel subset",
@@ -129,7 +162,11 @@ pub fn run_kernels(series: &[String]) -> anyhow::Result<(u64, Vec<String>)> {
                 .stderr(console),
         )?;
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let (passed, fails) = summary(&text);
+        let (mut passed, mut fails) = summary(&text);
+        let (row, report_fails) = check_reports(&kernel.release, &log, true);
+        passed += 2u64.saturating_sub(report_fails.len() as u64);
+        fails.extend(report_fails);
+        rows.extend(row);
         total += passed;
         println!(
             "kernel {}: {passed} passed, {} failed{}",
@@ -157,6 +194,42 @@ pub fn run_kernels(series: &[String]) -> anyhow::Result<(u64, Vec<String>)> {
                 .map(|f| format!("{}: {f}", kernel.release)),
         );
     }
+
+    // The machine's own kernel, for the table.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .context("reading the kernel release")?
+        .trim()
+        .to_owned();
+    say(format!(
+        "the kernel report on this machine's kernel {release}"
+    ));
+    let log = scratch.join(format!("{release}.log"));
+    let status = util::status(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{REPORT_FN}report {}",
+                report_path(&log, FEATURES).display()
+            ))
+            .env("HOSTGW_AGENT_BIN", target_dir().join("debug/hostgw-agent")),
+    )?;
+    let (row, fails) = check_reports(&release, &log, false);
+    if status.success() && fails.is_empty() {
+        total += 1;
+    }
+    if !status.success() {
+        failed.push(format!("{release}: the kernel report exited with {status}"));
+    }
+    failed.extend(fails.into_iter().map(|f| format!("{release}: {f}")));
+    rows.extend(row);
+
+    let table = format!("{TABLE_HEAD}\n{}\n", rows.join("\n"));
+    let path = scratch.join("kernels.md");
+    std::fs::write(&path, &table).with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "What each kernel gave the agent (also in {}):\n{table}",
+        path.display()
+    );
     Ok((total, failed))
 }
 
@@ -284,29 +357,129 @@ fn test_binaries(
         .collect()
 }
 
-/// The script the VM runs: modules, bpffs, then each test binary with its output in `log`.
+/// The script the VM runs: bpffs, the modules but conntrack's, the report without conntrack,
+/// conntrack's modules, each test binary with its output in `log`, and the kernel report.
 fn vm_script(binaries: &[(&str, &str, PathBuf)], log: &Path) -> String {
     use std::fmt::Write as _;
     let mut s = String::from("set -u\nmount -t bpf bpf /sys/fs/bpf\n");
-    for m in MODULES {
-        let _ = writeln!(s, "modprobe {m} || echo \"modprobe {m} failed\"");
-    }
+    let modprobe = |s: &mut String, modules: &[&str]| {
+        for m in modules {
+            let _ = writeln!(s, "modprobe {m} || echo \"modprobe {m} failed\"");
+        }
+    };
+    modprobe(&mut s, MODULES);
     let _ = writeln!(
         s,
-        "export HOSTGW_AGENT_BIN={}\n: > {}",
+        "export HOSTGW_AGENT_BIN={}\n: > {}\n{REPORT_FN}report {} --conntrack-gate on",
         target_dir().join("debug/hostgw-agent").display(),
-        log.display()
+        log.display(),
+        report_path(log, NO_CONNTRACK).display(),
     );
+    modprobe(&mut s, CONNTRACK_MODULES);
     for (target, filter, exe) in binaries {
         let exact = if filter.is_empty() { "" } else { " --exact" };
         let _ = writeln!(
             s,
-            "echo '==> {target} {filter}' >> {log}\n{exe} {filter}{exact} --test-threads=1 >> {log} 2>&1",
+            "echo '==> {target} {filter}' >> {log}\n{exe} {filter}{exact} --test-threads=1 --show-output >> {log} 2>&1",
             log = log.display(),
             exe = exe.display(),
         );
     }
+    let _ = writeln!(s, "report {}", report_path(log, FEATURES).display());
     s
+}
+
+/// The kernel reports of a run: with every module loaded, and before conntrack's were.
+const FEATURES: &str = "features";
+const NO_CONNTRACK: &str = "no-conntrack";
+
+/// `target/vm/run/<kernel>.<which>`, next to the kernel's log.
+fn report_path(log: &Path, which: &str) -> PathBuf {
+    log.with_extension(which)
+}
+
+/// What a kernel gave the agent, from its report's `status -o json`.
+#[derive(Debug, PartialEq, Eq)]
+struct Gave {
+    tc: String,
+    xdp: String,
+    conntrack_kfuncs: String,
+    managed_neighbours: bool,
+}
+
+fn gave(status: &str) -> anyhow::Result<Gave> {
+    let v: serde_json::Value =
+        serde_json::from_str(status).context("the report's status is not JSON")?;
+    let mode = |program: &str| {
+        v["programs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["program"] == program)
+            .and_then(|p| p["mode"].as_str())
+            .map(str::to_owned)
+            .with_context(|| format!("the report's status has no {program}"))
+    };
+    Ok(Gave {
+        tc: mode("hostgw_ingress")?,
+        xdp: mode("hostgw_xdp")?,
+        conntrack_kfuncs: v["features"]["conntrack_kfuncs"]
+            .as_str()
+            .context("the report's status has no conntrack_kfuncs")?
+            .to_owned(),
+        managed_neighbours: v["features"]["managed_neighbours"]
+            .as_bool()
+            .context("the report's status has no managed_neighbours")?,
+    })
+}
+
+/// The README's table row of a kernel.
+fn table_row(release: &str, g: &Gave) -> String {
+    format!(
+        "| {release} | {} | {} | {} | {} on a veth |",
+        g.tc,
+        g.conntrack_kfuncs,
+        if g.managed_neighbours { "yes" } else { "no" },
+        g.xdp.trim_start_matches("xdp "),
+    )
+}
+
+const TABLE_HEAD: &str =
+    "| kernel | TC hooks | conntrack kfuncs | managed neighbours | XDP |\n|---|---|---|---|---|";
+
+/// Checks the reports of a kernel's run: what it gave the agent (a table row), and, where
+/// conntrack is a module, that the agent started without it says so. Returns the row and the
+/// failures.
+fn check_reports(release: &str, log: &Path, modular: bool) -> (Option<String>, Vec<String>) {
+    let read = |which: &str| {
+        let path = report_path(log, which).display().to_string();
+        let status = std::fs::read_to_string(format!("{path}.status.json")).unwrap_or_default();
+        let agent = std::fs::read_to_string(format!("{path}.agent.log")).unwrap_or_default();
+        (status, agent)
+    };
+    let mut failed = Vec::new();
+    let (status, agent) = read(FEATURES);
+    let row = match gave(&status) {
+        Ok(g) => Some(table_row(release, &g)),
+        Err(e) => {
+            failed.push(format!("kernel report: {e:#}\n{agent}"));
+            None
+        }
+    };
+    if modular {
+        let (status, agent) = read(NO_CONNTRACK);
+        let said = agent.contains("the nf_conntrack module is not loaded");
+        match gave(&status) {
+            Ok(g) if g.conntrack_kfuncs == "nf_conntrack not loaded" && said => {}
+            Ok(g) => failed.push(format!(
+                "without nf_conntrack: status says conntrack kfuncs {:?}, the agent {} it is not loaded\n{agent}",
+                g.conntrack_kfuncs,
+                if said { "said" } else { "did not say" },
+            )),
+            Err(e) => failed.push(format!("kernel report without nf_conntrack: {e:#}\n{agent}")),
+        }
+    }
+    (row, failed)
 }
 
 /// Passed tests and failures in a libtest log: failed test names, and each `==>` section of
@@ -357,6 +530,19 @@ mod tests {
         ];
         names.sort_by_key(|n| version_key(n));
         assert_eq!(names.last(), Some(&"linux-image-6.1.0-50-amd64"));
+    }
+
+    #[test]
+    fn a_report_becomes_a_table_row() {
+        let status = r#"{"features":{"tcx":false,"conntrack_kfuncs":"module nf_conntrack","managed_neighbours":true},
+            "programs":[{"program":"hostgw_xdp","mode":"xdp native"},{"program":"hostgw_ingress","mode":"clsact"}]}"#;
+        let g = gave(status).expect("a report");
+        assert_eq!(
+            table_row("6.1.0-50-amd64", &g),
+            "| 6.1.0-50-amd64 | clsact | module nf_conntrack | yes | native on a veth |"
+        );
+        let e = gave(r#"{"features":{},"programs":[]}"#).expect_err("no programs");
+        assert!(e.to_string().contains("hostgw_ingress"), "{e}");
     }
 
     #[test]
