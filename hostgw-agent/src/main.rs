@@ -228,6 +228,26 @@ fn print_status(s: &hostgw_agent::inspect::Status) {
             ]
         },
     );
+    if !s.shared_hooks.is_empty() {
+        println!();
+        print(
+            Output::Table,
+            &s.shared_hooks,
+            &["INTERFACE", "SHARED", "OTHER TC USERS"],
+            |h| {
+                vec![
+                    h.interface.clone(),
+                    h.flags.join(","),
+                    h.ingress
+                        .iter()
+                        .map(|u| format!("ingress: {u}"))
+                        .chain(h.egress.iter().map(|u| format!("egress: {u}")))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ]
+            },
+        );
+    }
     println!();
     print(
         Output::Table,

@@ -84,8 +84,10 @@ pub mod reason {
     /// Conntrack gate: an established flow without NAT; forwarded (also counted under the
     /// forwarding reason).
     pub const CT_ESTABLISHED: u32 = 21;
+    /// Handed on unchanged: the hook has other tc users (`HOOK_F_SHARED_INGRESS`).
+    pub const PASS_TC_SHARED: u32 = 22;
     /// Number of reasons.
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 23;
     /// Names, indexed by reason id, as metrics and `stats` print them.
     pub const NAMES: [&str; COUNT as usize] = [
         "fast_egress",
@@ -110,6 +112,7 @@ pub mod reason {
         "ct_nat",
         "ct_proto",
         "ct_established",
+        "pass_tc_shared",
     ];
 }
 

@@ -29,15 +29,19 @@ pub mod names {
     pub const STATE: &str = "STATE";
     /// Read-only global holding [`crate::Config`].
     pub const CONFIG: &str = "CONFIG";
+    /// Hash: interface index → `HOOK_F_*` flags, for the interfaces whose tc hooks hostgw
+    /// shares with other tc users.
+    pub const HOOKS: &str = "HOOKS";
 
     /// Every map the agent pins, in a stable order.
-    pub const PINNED_MAPS: [&str; 6] = [
+    pub const PINNED_MAPS: [&str; 7] = [
         ROUTES_V4,
         ROUTES_V6,
         ENDPOINTS_V4,
         ENDPOINTS_V6,
         STATS,
         STATE,
+        HOOKS,
     ];
 
     /// TC classifier on every bridge port's ingress (pod → remote pod) and on the bridge device
@@ -53,6 +57,19 @@ pub mod names {
 pub const MAX_ROUTES: u32 = 16_384;
 /// Capacity of the endpoint tables: pods on this node.
 pub const MAX_ENDPOINTS: u32 = 4_096;
+/// Capacity of the hooks map: the uplink, the bridge and every port.
+pub const MAX_HOOKS: u32 = MAX_ENDPOINTS + 2;
+
+/// Set in the `HOOKS` entry of an interface whose TC ingress has other users (filters of
+/// other kinds or priorities, tcx programs not hostgw's): the program there hands every packet
+/// on (`pass_tc_shared`), so that they see it as on the kernel path, and XDP on that interface
+/// leaves everything to TC.
+pub const HOOK_F_SHARED_INGRESS: u32 = 1 << 0;
+/// Set in the `HOOKS` entry of a bridge port with its own egress (a root qdisc other than
+/// `noqueue`, egress filters or tcx programs; the CNI bandwidth plugin's `tbf`): deliveries to
+/// its pod leave through the port (`bpf_redirect`), not straight into the pod
+/// (`bpf_redirect_peer`, which skips the port's egress).
+pub const HOOK_F_PORT_EGRESS: u32 = 1 << 1;
 
 /// Set in [`RouteV4::flags`]/[`RouteV6::flags`] when `node_mac` holds the next hop's resolved
 /// MAC address; without it the programs ask the kernel (FIB lookup / neighbour redirect).

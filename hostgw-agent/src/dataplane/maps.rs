@@ -144,6 +144,28 @@ impl Dataplane {
         }
     }
 
+    /// The `HOOKS` map's entries: interface index → `HOOK_F_*`.
+    pub fn hooks(&self) -> Result<BTreeMap<u32, u32>, DataplaneError> {
+        read_hooks(self.map(names::HOOKS)?).map_err(|e| map_error(names::HOOKS, e))
+    }
+
+    /// Sets the `HOOK_F_*` flags of an interface.
+    pub fn set_hook(&mut self, ifindex: u32, flags: u32) -> Result<(), DataplaneError> {
+        aya::maps::HashMap::<_, u32, u32>::try_from(self.map_mut(names::HOOKS)?)
+            .and_then(|mut m| m.insert(ifindex, flags, 0))
+            .map_err(|e| map_error(names::HOOKS, e))
+    }
+
+    /// Clears an interface's flags; a missing entry is not an error.
+    pub fn delete_hook(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        match aya::maps::HashMap::<_, u32, u32>::try_from(self.map_mut(names::HOOKS)?)
+            .and_then(|mut m| m.remove(&ifindex))
+        {
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            other => other.map_err(|e| map_error(names::HOOKS, e)),
+        }
+    }
+
     fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DataplaneError> {
         self.ebpf.map(name).ok_or(DataplaneError::MissingMap(name))
     }
@@ -153,6 +175,12 @@ impl Dataplane {
             .map_mut(name)
             .ok_or(DataplaneError::MissingMap(name))
     }
+}
+
+/// The entries of the `HOOKS` map (as loaded, or opened from its pin).
+pub fn read_hooks(map: &aya::maps::Map) -> Result<BTreeMap<u32, u32>, aya::maps::MapError> {
+    let hooks: aya::maps::HashMap<_, u32, u32> = aya::maps::HashMap::try_from(map)?;
+    hooks.iter().collect()
 }
 
 /// The route trie map of `family`.

@@ -4,7 +4,8 @@
 //! hostgw's filters are recognisable: every one sits at priority [`PRIORITY`] with handle
 //! [`HANDLE`] on the clsact qdisc's ingress, and is named after its program. This module lists
 //! the bpf filters of an interface, deletes one, and deletes a clsact qdisc; it does not decide
-//! which (the dataplane does).
+//! which (the dataplane does). It also finds the other tc users of an interface (filters that
+//! are not hostgw's, tcx programs, root qdiscs), with which the programs share their hooks.
 
 use std::io;
 
@@ -122,6 +123,121 @@ pub fn delete_clsact(ifindex: u32) -> io::Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         other => other.map(drop),
     }
+}
+
+/// The qdiscs of an interface that matter to the programs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Qdiscs {
+    /// The root qdisc's kind (`noqueue` for a veth by default).
+    pub root: Option<String>,
+    /// Whether it has a clsact qdisc (which has an egress hook; the legacy `ingress` qdisc
+    /// has none, and lists its ingress filters under any parent).
+    pub clsact: bool,
+}
+
+/// The qdiscs of every interface, by interface index: one dump.
+pub fn qdiscs() -> io::Result<std::collections::BTreeMap<u32, Qdiscs>> {
+    let replies = request(
+        RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()),
+        NLM_F_REQUEST | NLM_F_DUMP,
+    )?;
+    let mut out = std::collections::BTreeMap::<u32, Qdiscs>::new();
+    for m in replies {
+        let RouteNetlinkMessage::NewQueueDiscipline(q) = m else {
+            continue;
+        };
+        let Some(kind) = q.attributes.iter().find_map(|a| match a {
+            TcAttribute::Kind(k) => Some(k.clone()),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let Ok(index) = u32::try_from(q.header.index) else {
+            continue;
+        };
+        let entry = out.entry(index).or_default();
+        if kind == "clsact" {
+            entry.clsact = true;
+        } else if q.header.parent == TcHandle::ROOT {
+            entry.root = Some(kind);
+        }
+    }
+    Ok(out)
+}
+
+/// Descriptions of the filters on the ingress (or egress) of `ifindex` that are not
+/// hostgw's: any kind but bpf, and bpf filters at other priorities or handles or of other
+/// programs. A legacy `ingress` qdisc's filters are listed too.
+pub fn foreign_filters(ifindex: u32, egress: bool) -> io::Result<Vec<String>> {
+    Ok(filters(ifindex, egress)?
+        .iter()
+        .filter(|f| !bpf_filter(f).is_some_and(|b| b.is_at_ours() && b.name.starts_with("hostgw_")))
+        .map(|f| {
+            let kind = f
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    TcAttribute::Kind(k) => Some(k.as_str()),
+                    _ => None,
+                })
+                .unwrap_or("unknown");
+            format!("{kind} filter, pref {}", f.header.info >> 16)
+        })
+        .collect())
+}
+
+/// The tcx programs on the ingress (or egress) of `iface` that are not hostgw's; none on a
+/// kernel without tcx.
+pub fn foreign_tcx(iface: &str, egress: bool) -> Vec<String> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let attach = if egress {
+        TcAttachType::Egress
+    } else {
+        TcAttachType::Ingress
+    };
+    match SchedClassifier::query_tcx(iface, attach) {
+        Ok((_, progs)) => progs
+            .iter()
+            .filter(|p| !p.name_as_str().is_some_and(|n| n.starts_with("hostgw_")))
+            .map(|p| {
+                format!(
+                    "tcx program {} (id {})",
+                    p.name_as_str().unwrap_or("without a name"),
+                    p.id()
+                )
+            })
+            .collect(),
+        Err(error) => {
+            tracing::debug!(iface, %error, "no tcx programs listed");
+            Vec::new()
+        }
+    }
+}
+
+/// Every other tc user of `link`; its egress only when `egress` (a bridge port: the uplink's
+/// egress is where the programs send to, through its qdisc and filters as the stack does).
+pub fn users(
+    link: &crate::model::Link,
+    egress: bool,
+    qdiscs: &std::collections::BTreeMap<u32, Qdiscs>,
+) -> io::Result<crate::model::TcUsers> {
+    let q = qdiscs.get(&link.index).cloned().unwrap_or_default();
+    let mut ingress = foreign_filters(link.index, false)?;
+    ingress.extend(foreign_tcx(&link.name, false));
+    let mut out = Vec::new();
+    if egress {
+        if let Some(kind) = q.root.filter(|k| k != "noqueue") {
+            out.push(format!("root qdisc {kind}"));
+        }
+        if q.clsact {
+            out.extend(foreign_filters(link.index, true)?);
+        }
+        out.extend(foreign_tcx(&link.name, true));
+    }
+    Ok(crate::model::TcUsers {
+        ingress,
+        egress: out,
+    })
 }
 
 /// The filter in `f`, if it is a bpf filter.

@@ -172,6 +172,25 @@ impl Collector for Datapath {
                 ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
+        if let Ok(hooks) = super::hooks(&self.pin_dir) {
+            let mut shared = encoder.encode_descriptor(
+                "hook_shared",
+                "Interfaces whose tc hooks have other users, by interface index and what the \
+                 programs do there (shared_ingress: hand every packet on; port_egress: deliver \
+                 through the port)",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (ifindex, flags) in hooks {
+                let ifindex = ifindex.to_string();
+                for flag in super::hook_flag_names(flags) {
+                    ConstGauge::new(1).encode(
+                        shared
+                            .encode_family(&vec![("ifindex", ifindex.as_str()), ("flag", flag)])?,
+                    )?;
+                }
+            }
+        }
         let fills = super::map_fills(&self.pin_dir);
         let mut entries = encoder.encode_descriptor(
             "map_entries",

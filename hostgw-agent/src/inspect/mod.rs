@@ -138,6 +138,24 @@ pub fn map_fills(pin_dir: &Path) -> Vec<MapLevel> {
     out
 }
 
+/// The `HOOKS` map: interface index → `HOOK_F_*`.
+pub fn hooks(pin_dir: &Path) -> Result<BTreeMap<u32, u32>, InspectError> {
+    let map = Map::HashMap(open(pin_dir, names::HOOKS)?);
+    maps::read_hooks(&map).map_err(read_err(names::HOOKS))
+}
+
+/// The names of the `HOOK_F_*` flags set in `flags`, as `status` and the metrics show them.
+pub fn hook_flag_names(flags: u32) -> Vec<&'static str> {
+    [
+        (hostgw_common::HOOK_F_SHARED_INGRESS, "shared_ingress"),
+        (hostgw_common::HOOK_F_PORT_EGRESS, "port_egress"),
+    ]
+    .into_iter()
+    .filter(|(f, _)| flags & f != 0)
+    .map(|(_, n)| n)
+    .collect()
+}
+
 /// Every counter summed over CPUs, by stats index.
 pub fn counters(pin_dir: &Path) -> Result<Vec<Counter>, InspectError> {
     let map = Map::PerCpuArray(open(pin_dir, names::STATS)?);
@@ -322,6 +340,9 @@ pub struct Status {
     pub forwarding_v6: bool,
     pub conntrack_gate: bool,
     pub programs: Vec<Attachment>,
+    /// Interfaces whose tc hooks hostgw shares with other tc users, and what the programs do
+    /// about it there.
+    pub shared_hooks: Vec<SharedHook>,
     pub maps: Vec<MapFill>,
     /// The running agent's own report (`/status` on its HTTP endpoint), when reachable.
     pub agent: Option<serde_json::Value>,
@@ -336,6 +357,17 @@ pub struct Attachment {
     pub tag: String,
     pub interface: String,
     pub mode: String,
+}
+
+/// An interface with other tc users: the `HOOKS` flags the programs follow, and the users
+/// (listed now).
+#[derive(Debug, Serialize)]
+pub struct SharedHook {
+    pub interface: String,
+    pub ifindex: u32,
+    pub flags: Vec<&'static str>,
+    pub ingress: Vec<String>,
+    pub egress: Vec<String>,
 }
 
 /// How full a map is.
@@ -488,9 +520,41 @@ pub async fn status(
         forwarding_v6: st.flags & STATE_F_FORWARD_V6 != 0,
         conntrack_gate: st.flags & STATE_F_CT_GATE != 0,
         programs: attachments(pin_dir, handle).await?,
+        shared_hooks: shared_hooks(pin_dir, handle).await?,
         maps,
         agent: agent_status(agent_addr).await,
     })
+}
+
+/// The `HOOKS` entries, with each interface's other tc users as they are now.
+async fn shared_hooks(
+    pin_dir: &Path,
+    handle: &rtnetlink::Handle,
+) -> Result<Vec<SharedHook>, InspectError> {
+    // Pins of a build from before the map have no hooks to show.
+    if !pin_dir.join(names::HOOKS).exists() {
+        return Ok(Vec::new());
+    }
+    let qdiscs = tc::qdiscs().unwrap_or_default();
+    let mut out = Vec::new();
+    for (ifindex, flags) in hooks(pin_dir)? {
+        let link = iface::by_index(handle, ifindex).await.ok();
+        let users = link
+            .as_ref()
+            .and_then(|l| {
+                let port = flags & hostgw_common::HOOK_F_PORT_EGRESS != 0 || l.controller.is_some();
+                tc::users(l, port, &qdiscs).ok()
+            })
+            .unwrap_or_default();
+        out.push(SharedHook {
+            interface: link.map_or_else(|| format!("gone (ifindex {ifindex})"), |l| l.name),
+            ifindex,
+            flags: hook_flag_names(flags),
+            ingress: users.ingress,
+            egress: users.egress,
+        });
+    }
+    Ok(out)
 }
 
 /// `GET /status` from the agent's HTTP endpoint, if one answers.

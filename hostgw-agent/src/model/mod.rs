@@ -8,6 +8,6 @@ mod node;
 mod trie;
 
 pub use family::{Family, is_link_local};
-pub use net::{Link, NeighState, Neighbour, Route};
+pub use net::{Link, NeighState, Neighbour, Route, TcUsers};
 pub use node::{Forwarding, Nat};
 pub use trie::TrieRoute;

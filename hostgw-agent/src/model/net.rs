@@ -18,6 +18,21 @@ pub struct Link {
     pub is_veth: bool,
 }
 
+/// Other tc users on an interface hostgw hooks, described for the log and `status`: on its
+/// ingress (filters, tcx programs) and its egress (a root qdisc other than `noqueue`,
+/// filters, tcx programs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcUsers {
+    pub ingress: Vec<String>,
+    pub egress: Vec<String>,
+}
+
+impl TcUsers {
+    pub fn is_empty(&self) -> bool {
+        self.ingress.is_empty() && self.egress.is_empty()
+    }
+}
+
 /// One of our routes in the main table, as the kernel has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {

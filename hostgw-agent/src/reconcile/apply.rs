@@ -3,6 +3,8 @@
 //! [`Op`]. [`Kernel`] does both over rtnetlink, sysctl files, netfilter and the loaded
 //! dataplane; the round's unit tests use a fake. Neither decides anything.
 
+use std::collections::BTreeMap;
+
 use rtnetlink::Handle;
 
 use super::{
@@ -11,14 +13,41 @@ use super::{
 };
 use crate::{
     dataplane::Dataplane,
-    host::{iface, nat, netlink, sysctl},
+    host::{iface, nat, netlink, sysctl, tc},
+    model::{Link, TcUsers},
 };
+
+/// The other tc users of the hooked interfaces, those that have some. An interface whose
+/// filters cannot be listed is taken as shared (the safe side), and said so.
+fn tc_users(uplink: &Link, bridge: &Link, ports: &[Link]) -> BTreeMap<u32, TcUsers> {
+    let qdiscs = tc::qdiscs().unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot list the qdiscs");
+        BTreeMap::new()
+    });
+    let mut out = BTreeMap::new();
+    let links = [(uplink, false), (bridge, false)]
+        .into_iter()
+        .chain(ports.iter().map(|p| (p, true)));
+    for (link, egress) in links {
+        let users = tc::users(link, egress, &qdiscs).unwrap_or_else(|error| {
+            tracing::warn!(iface = link.name, %error, "cannot list the tc filters");
+            TcUsers {
+                ingress: vec![format!("unknown: cannot list the filters ({error})")],
+                egress: Vec::new(),
+            }
+        });
+        if !users.is_empty() {
+            out.insert(link.index, users);
+        }
+    }
+    out
+}
 
 /// What a round reads from and writes to.
 pub trait Host {
     /// Reads the state of the uplink and the bridge called so, their routes, neighbours and
-    /// FDB, the forwarding sysctls, the maps and the port hooks; netfilter's NAT too when
-    /// `nat` is set.
+    /// FDB, the forwarding sysctls, the other tc users, the maps and the port hooks;
+    /// netfilter's NAT too when `nat` is set.
     async fn observe(
         &mut self,
         uplink: &str,
@@ -52,8 +81,12 @@ impl Host for Kernel<'_> {
         let h = &self.handle;
         let uplink = iface::by_name(h, uplink).await?;
         let bridge = iface::by_name(h, bridge).await?;
+        let ports = iface::ports_of(h, bridge.index).await?;
+        let tc_users = tc_users(&uplink, &bridge, &ports);
         Ok(Observed {
-            ports: iface::ports_of(h, bridge.index).await?,
+            tc_users,
+            hooks: self.dp.hooks()?,
+            ports,
             uplink_addrs: netlink::addresses(h, uplink.index).await?,
             routes: netlink::our_routes(h).await?,
             neighbours: netlink::neighbours(h, uplink.index).await?,
@@ -78,6 +111,8 @@ impl Host for Kernel<'_> {
             Op::DetachPort { name } => self.dp.detach_port(name)?,
             Op::WriteSysctl { key, to, .. } => sysctl::write(key, to)?,
             Op::SetState { state } => self.dp.set_state(*state)?,
+            Op::SetHook { ifindex, flags, .. } => self.dp.set_hook(*ifindex, *flags)?,
+            Op::DeleteHook { ifindex } => self.dp.delete_hook(*ifindex)?,
             Op::ResolveNeighbour { ip, ifindex } => {
                 netlink::resolve_neighbour(h, *ip, *ifindex).await?;
             }

@@ -69,6 +69,8 @@ pub enum ReconcileError {
     Subscribe(#[source] std::io::Error),
 }
 
+/// `RTNLGRP_TC`: qdiscs and filters (other tc users) coming and going.
+const RTNLGRP_TC: u32 = 4;
 /// `RTNLGRP_IPV4_NETCONF` and `RTNLGRP_IPV6_NETCONF`: forwarding changes.
 const RTNLGRP_IPV4_NETCONF: u32 = 24;
 const RTNLGRP_IPV6_NETCONF: u32 = 25;
@@ -306,6 +308,26 @@ fn log_applied(op: &Op) {
             ct_gate = state.flags & hostgw_common::STATE_F_CT_GATE != 0,
             "node state"
         ),
+        Op::SetHook {
+            ifindex,
+            flags,
+            users,
+        } => tracing::warn!(
+            ifindex,
+            shared_ingress = flags & hostgw_common::HOOK_F_SHARED_INGRESS != 0,
+            port_egress = flags & hostgw_common::HOOK_F_PORT_EGRESS != 0,
+            ingress = ?users.ingress,
+            egress = ?users.egress,
+            "interface has other tc users: its traffic meets them as on the kernel path \
+             (a shared ingress hook hands every packet on; a port's own egress gets its pod's \
+             packets)"
+        ),
+        Op::DeleteHook { ifindex } => {
+            tracing::info!(
+                ifindex,
+                "interface has no other tc users: fast path back on"
+            );
+        }
         Op::ReplaceRoute { cidr, via, .. } => tracing::info!(%cidr, %via, "route installed"),
         Op::DeleteRoute { route } => tracing::info!(cidr = %route.cidr, "route removed"),
         _ => tracing::debug!(?op, "applied"),
@@ -313,8 +335,8 @@ fn log_applied(op: &Op) {
 }
 
 /// Subscribes to the netlink events that can make the kernel state differ from the desired
-/// one (links, addresses, routes, neighbours, forwarding settings; IPv4 and IPv6) and wakes
-/// `notify` on each.
+/// one (links, addresses, routes, neighbours, qdiscs and filters, forwarding settings; IPv4
+/// and IPv6) and wakes `notify` on each.
 pub fn watch_netlink(notify: Arc<Notify>) -> Result<(), ReconcileError> {
     let (mut conn, _handle, mut messages) =
         rtnetlink::new_connection().map_err(ReconcileError::Subscribe)?;
@@ -329,7 +351,7 @@ pub fn watch_netlink(notify: Arc<Notify>) -> Result<(), ReconcileError> {
     socket
         .bind(&SocketAddr::new(0, groups))
         .map_err(ReconcileError::Subscribe)?;
-    for group in [RTNLGRP_IPV4_NETCONF, RTNLGRP_IPV6_NETCONF] {
+    for group in [RTNLGRP_TC, RTNLGRP_IPV4_NETCONF, RTNLGRP_IPV6_NETCONF] {
         socket
             .add_membership(group)
             .map_err(ReconcileError::Subscribe)?;

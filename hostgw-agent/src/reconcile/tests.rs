@@ -75,6 +75,12 @@ impl Host for Fake {
                 other => panic!("unexpected sysctl {other}"),
             },
             Op::SetState { state } => n.state = state,
+            Op::SetHook { ifindex, flags, .. } => {
+                n.hooks.insert(ifindex, flags);
+            }
+            Op::DeleteHook { ifindex } => {
+                n.hooks.remove(&ifindex);
+            }
             // A managed entry the kernel has yet to resolve.
             Op::ResolveNeighbour { ip, ifindex } => n.neighbours.push(Neighbour {
                 ip,

@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use hostgw_common::{
-    Config, Counter, Endpoint, MAX_ENDPOINTS, MAX_ROUTES, RouteV4, RouteV6, State,
+    Config, Counter, Endpoint, MAX_ENDPOINTS, MAX_HOOKS, MAX_ROUTES, RouteV4, RouteV6, State,
     counters::{STATS_LEN, index},
 };
 
@@ -34,6 +34,10 @@ pub static STATS: PerCpuArray<Counter, { STATS_LEN as usize }> = PerCpuArray::ne
 /// Node state the agent keeps current.
 #[btf_map]
 pub static STATE: Array<State, 1> = Array::new();
+
+/// Interface index → `HOOK_F_*`: the hooks hostgw shares with other tc users.
+#[btf_map]
+pub static HOOKS: HashMap<u32, u32, { MAX_HOOKS as usize }> = HashMap::new();
 
 /// Read-only configuration written by the loader.
 #[unsafe(no_mangle)]
@@ -67,6 +71,13 @@ pub fn state() -> State {
         bridge_mac: [0; 6],
         uplink_mac: [0; 6],
     })
+}
+
+/// The `HOOK_F_*` flags of interface `ifindex` (none for most).
+#[inline(always)]
+pub fn hook_flags(ifindex: u32) -> u32 {
+    // SAFETY: a u32 copied out at once.
+    HOOKS.get_ptr(ifindex).map_or(0, |p| unsafe { *p })
 }
 
 /// The longest remote pod CIDR containing `addr`.

@@ -43,17 +43,20 @@ mod v6;
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{__sk_buff, TC_ACT_OK, bpf_redir_neigh, xdp_action, xdp_md},
+    bindings::{__sk_buff, TC_ACT_UNSPEC, bpf_redir_neigh, xdp_action, xdp_md},
     helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use hostgw_common::counters::{family, hook, reason};
+use hostgw_common::{
+    HOOK_F_PORT_EGRESS, HOOK_F_SHARED_INGRESS,
+    counters::{family, hook, reason},
+};
 
 use self::{
     action::{Action, Nexthop},
     hooks::{Tc, Xdp},
-    maps::{CONFIG, count, state},
+    maps::{CONFIG, count, hook_flags, state},
     parse::{Hook, rewrite_v4, rewrite_v6},
 };
 
@@ -71,7 +74,7 @@ pub fn hostgw_egress(ctx: TcContext) -> i32 {
         _ => {
             let why = parse::other(&tc, &state().bridge_mac);
             count(family::OTHER, hook::EGRESS, why, tc.len());
-            TC_ACT_OK
+            TC_ACT_UNSPEC
         }
     }
 }
@@ -86,7 +89,7 @@ pub fn hostgw_ingress(ctx: TcContext) -> i32 {
         _ => {
             let why = parse::other(&tc, &state().uplink_mac);
             count(family::OTHER, hook::INGRESS_TC, why, tc.len());
-            TC_ACT_OK
+            TC_ACT_UNSPEC
         }
     }
 }
@@ -182,7 +185,7 @@ fn xdp_apply(x: &Xdp, family: u32, action: Action) -> u32 {
             ifindex,
             dmac,
             smac,
-        } if ifindex == x.ingress_ifindex() => {
+        } if ifindex == x.ingress_ifindex() && hook_flags(ifindex) & HOOK_F_SHARED_INGRESS == 0 => {
             if !rewrite(x, family, Some((&dmac, &smac))) {
                 count(family, hook::INGRESS_XDP, reason::PASS_MALFORMED, len);
                 return xdp_action::XDP_PASS;
@@ -201,14 +204,33 @@ fn xdp_apply(x: &Xdp, family: u32, action: Action) -> u32 {
     }
 }
 
-/// Carries out a TC program's decision: count it, rewrite, redirect.
+/// Carries out a TC program's decision: count it, rewrite, redirect. On a hook shared with
+/// other tc users nothing is redirected: they get every packet, as on the kernel path.
 #[inline(always)]
 fn apply(tc: &Tc, family: u32, hook: u32, action: Action) -> i32 {
     let len = tc.len();
+    let action = match action {
+        Action::Pass(_) => action,
+        _ if hook_flags(tc.ingress_ifindex()) & HOOK_F_SHARED_INGRESS != 0 => {
+            Action::Pass(reason::PASS_TC_SHARED)
+        }
+        // A port with an egress of its own (a shaper) gets its pod's packets through it.
+        Action::Peer {
+            ifindex,
+            dmac,
+            smac,
+        } if hook_flags(ifindex) & HOOK_F_PORT_EGRESS != 0 => Action::Redirect {
+            reason: reason::FAST_INGRESS,
+            ifindex,
+            dmac,
+            smac,
+        },
+        _ => action,
+    };
     let (why, rewritten) = match &action {
         Action::Pass(why) => {
             count(family, hook, *why, len);
-            return TC_ACT_OK;
+            return TC_ACT_UNSPEC;
         }
         Action::Redirect {
             reason, dmac, smac, ..
@@ -221,7 +243,7 @@ fn apply(tc: &Tc, family: u32, hook: u32, action: Action) -> i32 {
     };
     if !rewritten {
         count(family, hook, reason::PASS_MALFORMED, len);
-        return TC_ACT_OK;
+        return TC_ACT_UNSPEC;
     }
     count(family, hook, why, len);
     // Each helper returns TC_ACT_REDIRECT; the kernel sends the packet once the program
@@ -254,7 +276,7 @@ fn apply(tc: &Tc, family: u32, hook: u32, action: Action) -> i32 {
                 ) as i32
             }
         }
-        Action::Pass(_) => TC_ACT_OK,
+        Action::Pass(_) => TC_ACT_UNSPEC,
     }
 }
 

@@ -157,6 +157,28 @@ impl Lab {
         })
     }
 
+    /// Node `i`'s pinned `HOOKS` map: interface index → `HOOK_F_*`.
+    pub fn hook_flags(&self, i: usize) -> BTreeMap<u32, u32> {
+        let map = Map::from_map_data(self.pinned_map(i, names::HOOKS))
+            .unwrap_or_else(|e| panic!("HOOKS of n{i}: {e}"));
+        let hooks: aya::maps::HashMap<MapData, u32, u32> = aya::maps::HashMap::try_from(map)
+            .unwrap_or_else(|e| panic!("HOOKS of n{i} is not a hash map: {e}"));
+        hooks
+            .iter()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("reading HOOKS of n{i}: {e}"))
+    }
+
+    /// The index of interface `dev` on node `i`.
+    pub fn ifindex(&self, i: usize, dev: &str) -> u32 {
+        let out = self.node(i).ns().ip(&["-j", "link", "show", "dev", dev]);
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip JSON");
+        links[0]["ifindex"]
+            .as_u64()
+            .and_then(|i| u32::try_from(i).ok())
+            .unwrap_or_else(|| panic!("no ifindex for {dev} on n{i}: {links}"))
+    }
+
     /// The id of node `i`'s pinned map `map` (the same id means the same map).
     pub fn map_id(&self, i: usize, map: &str) -> u32 {
         self.pinned_map(i, map)

@@ -31,7 +31,8 @@ macro_rules! ensure {
     };
 }
 
-pub(crate) const TC_ACT_OK: u32 = 0;
+/// "Continue": the next tcx program, or the next clsact filter, then the stack (`-1`).
+pub(crate) const TC_ACT_UNSPEC: u32 = u32::MAX;
 pub(crate) const TC_ACT_REDIRECT: u32 = 7;
 pub(crate) const XDP_PASS: u32 = 2;
 pub(crate) const XDP_TX: u32 = 3;
@@ -61,7 +62,7 @@ impl Prog {
             (Self::Xdp, Expect::Fwd { .. }) => XDP_TX,
             (_, Expect::Fwd { .. }) => TC_ACT_REDIRECT,
             (Self::Xdp, _) => XDP_PASS,
-            _ => TC_ACT_OK,
+            _ => TC_ACT_UNSPEC,
         }
     }
 }

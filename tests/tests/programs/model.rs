@@ -11,9 +11,9 @@ use hostgw_common::{
 use hostgw_tests::frame::{ETH_LEN, IP, IPV6_LEN, Ipv4Frame, fix_checksum, ipv4_checksum};
 
 use crate::harness::{
-    Expect, NEIGH, Prog, Programs, TC_ACT_OK, TC_ACT_REDIRECT, XDP_PASS, XDP_TX, assert_rewritten,
-    counter_name, egress_frame, egress6, frame_family, fwd, ingress_frame, ingress6, reason_name,
-    refused,
+    Expect, NEIGH, Prog, Programs, TC_ACT_REDIRECT, TC_ACT_UNSPEC, XDP_PASS, XDP_TX,
+    assert_rewritten, counter_name, egress_frame, egress6, frame_family, fwd, ingress_frame,
+    ingress6, reason_name, refused,
 };
 use crate::world::{
     ALL_NODES6, BRIDGE_MAC, GATEWAY, GATEWAY6, LINK_LOCAL6, NODE42_MAC, OTHER_POD_MAC, OTHER_POD6,
@@ -78,7 +78,7 @@ pub(crate) fn randomized(world: &World) {
                     let pass = if prog == Prog::Xdp {
                         XDP_PASS
                     } else {
-                        TC_ACT_OK
+                        TC_ACT_UNSPEC
                     };
                     assert_eq!(
                         (rc, reason_name(why)),

@@ -35,13 +35,14 @@ use std::{
 };
 
 use hostgw_common::{
-    Endpoint, ROUTE_F_RESOLVED, STATE_F_CT_GATE, STATE_F_FORWARD_V4, STATE_F_FORWARD_V6, State,
+    Endpoint, HOOK_F_PORT_EGRESS, HOOK_F_SHARED_INGRESS, ROUTE_F_RESOLVED, STATE_F_CT_GATE,
+    STATE_F_FORWARD_V4, STATE_F_FORWARD_V6, State,
 };
 use ipnet::IpNet;
 
 use super::desired::Desired;
 use crate::model::{
-    Family, Forwarding, Link, Nat, NeighState, Neighbour, Route, TrieRoute, is_link_local,
+    Family, Forwarding, Link, Nat, NeighState, Neighbour, Route, TcUsers, TrieRoute, is_link_local,
 };
 
 /// What the kernel and the maps have now, as one round observed it. Plain data.
@@ -77,6 +78,11 @@ pub struct Observed {
     /// The egress hooks on bridge ports: port name → the ifindex the hook is on (0 for the pin
     /// of a port that went away while no agent ran).
     pub port_hooks: BTreeMap<String, u32>,
+    /// Other tc users of the uplink, the bridge and the ports, by ifindex (only interfaces
+    /// that have some).
+    pub tc_users: BTreeMap<u32, TcUsers>,
+    /// The `HOOKS` map's entries.
+    pub hooks: BTreeMap<u32, u32>,
 }
 
 /// One change.
@@ -101,6 +107,16 @@ pub enum Op {
     /// Write the programs' node state.
     SetState {
         state: State,
+    },
+    /// Set an interface's `HOOK_F_*` flags: the other tc users it has, which `users` names.
+    SetHook {
+        ifindex: u32,
+        flags: u32,
+        users: TcUsers,
+    },
+    /// Clear an interface's flags: it has no other tc users (any more), or is gone.
+    DeleteHook {
+        ifindex: u32,
     },
     ResolveNeighbour {
         ip: IpAddr,
@@ -137,6 +153,7 @@ pub enum Op {
 /// routes before the trie entries that use them, trie entries removed before their routes.
 pub fn plan(desired: Option<&Desired>, observed: &Observed, ct_gate: bool) -> Vec<Op> {
     let mut ops = ports(observed);
+    ops.extend(hooks(observed));
     if desired.is_some_and(|d| d.has_local(Family::V6)) {
         ops.extend(ipv6_forwarding(&observed.forwarding, &observed.uplink.name));
     }
@@ -158,6 +175,43 @@ pub fn auto_gate(nat: Option<&Result<Nat, String>>) -> bool {
         Some(Ok(n)) => n.present(),
         Some(Err(_)) | None => true,
     }
+}
+
+/// The `HOOKS` flags of the hooked interfaces from their other tc users: any on the ingress
+/// shares the hook; a port's own egress makes deliveries to its pod go through it.
+fn hooks(o: &Observed) -> Vec<Op> {
+    let mut want = BTreeMap::new();
+    for link in [&o.uplink, &o.bridge].into_iter().chain(&o.ports) {
+        let Some(users) = o.tc_users.get(&link.index) else {
+            continue;
+        };
+        let mut flags = 0;
+        if !users.ingress.is_empty() {
+            flags |= HOOK_F_SHARED_INGRESS;
+        }
+        if !users.egress.is_empty() && o.ports.iter().any(|p| p.index == link.index) {
+            flags |= HOOK_F_PORT_EGRESS;
+        }
+        if flags != 0 {
+            want.insert(link.index, (flags, users));
+        }
+    }
+    let mut ops: Vec<Op> = o
+        .hooks
+        .keys()
+        .filter(|i| !want.contains_key(i))
+        .map(|&ifindex| Op::DeleteHook { ifindex })
+        .collect();
+    for (ifindex, (flags, users)) in want {
+        if o.hooks.get(&ifindex) != Some(&flags) {
+            ops.push(Op::SetHook {
+                ifindex,
+                flags,
+                users: users.clone(),
+            });
+        }
+    }
+    ops
 }
 
 /// The egress program on exactly the bridge's current ports.

@@ -342,6 +342,54 @@ fn endpoints_come_from_bridge_neighbours_and_the_fdb() {
     );
 }
 
+/// Other tc users: a shared ingress on the uplink, a port with its own egress (a shaper), and
+/// ingress filters on a port; the flags follow as they come and go.
+#[test]
+fn hooks_with_other_tc_users_are_flagged() {
+    let mut a = bridge_actual();
+    a.uplink = Link {
+        index: 2,
+        ..port(2)
+    };
+    let users = |ingress: &[&str], egress: &[&str]| TcUsers {
+        ingress: ingress.iter().map(|s| (*s).to_owned()).collect(),
+        egress: egress.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    a.tc_users = BTreeMap::from([
+        (2, users(&["flower filter, pref 49152"], &[])),
+        (10, users(&[], &["root qdisc tbf"])),
+        (11, users(&["u32 filter, pref 49152"], &["root qdisc tbf"])),
+        // Not a hooked interface.
+        (99, users(&["flower filter, pref 1"], &[])),
+    ]);
+    a.hooks = BTreeMap::from([(10, HOOK_F_PORT_EGRESS), (12, HOOK_F_SHARED_INGRESS)]);
+    let ops = hooks(&a);
+    assert_eq!(
+        ops,
+        vec![
+            Op::DeleteHook { ifindex: 12 },
+            Op::SetHook {
+                ifindex: 2,
+                flags: HOOK_F_SHARED_INGRESS,
+                users: a.tc_users[&2].clone()
+            },
+            Op::SetHook {
+                ifindex: 11,
+                flags: HOOK_F_SHARED_INGRESS | HOOK_F_PORT_EGRESS,
+                users: a.tc_users[&11].clone()
+            },
+        ]
+    );
+    // The uplink's egress is no port's: it does not flag it.
+    a.tc_users.insert(2, users(&[], &["root qdisc mq"]));
+    a.hooks = BTreeMap::from([(2, HOOK_F_SHARED_INGRESS)]);
+    assert!(
+        hooks(&a).contains(&Op::DeleteHook { ifindex: 2 }),
+        "{:?}",
+        hooks(&a)
+    );
+}
+
 #[test]
 fn endpoints_outlive_aged_out_entries_but_not_their_port() {
     let mut a = bridge_actual();
