@@ -20,8 +20,9 @@
 //!   when missing or failed; ours for addresses no longer used are deleted.
 //! - Route trie: one entry per remote CIDR with the next hop's MAC when the kernel has
 //!   resolved it (without, the programs hand the packet to `bpf_redirect_neigh`).
-//! - Endpoints: pods on the bridge, from the bridge's neighbour entries (ARP and NDP) joined
-//!   with its forwarding database. Only addresses in the bridge's networks count; IPv6
+//! - Endpoints: pods on the bridge's veth ports (other ports, a tap or a physical interface,
+//!   are left to the bridge), from the bridge's neighbour entries (ARP and NDP) joined with its
+//!   forwarding database. Only addresses in the bridge's networks count; IPv6
 //!   link-local and multicast addresses never do. An endpoint stays while its port exists and
 //!   nothing contradicts it: with the fast path the kernel no longer sees a pod's traffic, so
 //!   its neighbour and FDB entries age out while the pod is alive.
@@ -415,7 +416,14 @@ fn desired_endpoints(actual: &Observed) -> BTreeMap<IpAddr, Endpoint> {
                 .iter()
                 .any(|n| !is_link_local(n.addr()) && n.contains(ip))
     };
-    let ports: BTreeSet<u32> = actual.ports.iter().map(|p| p.index).collect();
+    // Only veth ports: `bpf_redirect_peer` delivers into a veth's peer and drops anything
+    // else (a tap, a physical port), which the bridge delivers.
+    let ports: BTreeSet<u32> = actual
+        .ports
+        .iter()
+        .filter(|p| p.is_veth)
+        .map(|p| p.index)
+        .collect();
     let mut out = BTreeMap::new();
     let mut failed = BTreeSet::new();
     for n in &actual.bridge_neighbours {

@@ -342,6 +342,32 @@ fn endpoints_come_from_bridge_neighbours_and_the_fdb() {
     );
 }
 
+/// `bpf_redirect_peer` only delivers into a veth: a pod behind a tap or a physical port is the
+/// bridge's to deliver, and a remembered entry for it goes.
+#[test]
+fn endpoints_are_only_behind_veth_ports() {
+    let mut a = bridge_actual();
+    a.ports[1].is_veth = false;
+    a.bridge_neighbours = vec![
+        bneigh("10.1.79.3", Some(3), NeighState::Valid),
+        bneigh("10.1.79.4", Some(4), NeighState::Valid),
+    ];
+    a.endpoints = BTreeMap::from([(ip("10.1.79.9"), ep(11, 9))]);
+    let ops = network_via(&Desired::default(), &a, &UPLINK);
+    assert_eq!(
+        ops,
+        vec![
+            Op::PutEndpoint {
+                ip: ip("10.1.79.3"),
+                endpoint: ep(10, 3)
+            },
+            Op::DeleteEndpoint {
+                ip: ip("10.1.79.9")
+            },
+        ]
+    );
+}
+
 /// Other tc users: a shared ingress on the uplink, a port with its own egress (a shaper), and
 /// ingress filters on a port; the flags follow as they come and go.
 #[test]
