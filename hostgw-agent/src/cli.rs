@@ -168,7 +168,8 @@ pub struct RunArgs {
 /// `--conntrack-gate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GateMode {
-    /// On while the node has NAT rules (nftables `nat` chains or the iptables `nat` table).
+    /// On while netfilter acts on forwarded traffic: nftables `nat` chains or base chains on the
+    /// forward path, or legacy iptables tables; re-checked on every nftables change.
     Auto,
     /// Always on.
     On,

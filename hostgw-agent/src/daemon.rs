@@ -6,22 +6,25 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use crate::config::Config;
 use hostgw_common::{CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, names};
 
 use crate::{
     cli,
+    config::Config,
     dataplane::{
         self, Dataplane, TcPolicy,
         features::{ConntrackKfuncs, Features},
         kfunc,
     },
-    host::{bpffs, iface, release, sysctl},
+    host::{bpffs, iface, netfilter, release, sysctl},
     inspect::{http, metrics},
     model::Link,
     reconcile,
     source::{self, kube},
 };
+
+/// How often the legacy iptables tables, which send no notifications, are looked at.
+const NETFILTER_POLL: Duration = Duration::from_millis(500);
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,8 @@ pub enum Error {
     /// The netlink socket could not be opened.
     #[error("cannot open a netlink socket")]
     Netlink(#[source] std::io::Error),
+    #[error("cannot subscribe to nftables changes")]
+    Netfilter(#[source] std::io::Error),
     /// A reconcile round, or the netlink subscription, failed.
     #[error(transparent)]
     Reconcile(#[from] reconcile::ReconcileError),
@@ -192,6 +197,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // Subscribe before the first round, so no change after it is missed.
     let wake = Arc::new(tokio::sync::Notify::new());
     reconcile::watch_netlink(Arc::clone(&wake))?;
+    // Netfilter changes wake a round at once: a DNAT rule added must have the gate on before
+    // the replies of the flows it rewrites come back.
+    let netfilter_changed = Arc::new(tokio::sync::Notify::new());
+    if config.conntrack_gate == cli::GateMode::Auto {
+        let notify = Arc::clone(&netfilter_changed);
+        netfilter::watch(move || notify.notify_one(), NETFILTER_POLL).map_err(Error::Netfilter)?;
+    }
     let mut dp = attach_all(&config, &ifaces)?;
     if let Some(id) = dp.program_id(&format!("{}@{}", names::PROG_INGRESS, ifaces.uplink.name)) {
         dataplane::log::start(id);
@@ -241,6 +253,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         first = false;
         tokio::select! {
             () = &mut shutdown => break,
+            () = netfilter_changed.notified() => {}
             () = wake.notified() => {
                 // Coalesce a burst of events into one round.
                 tokio::time::sleep(Duration::from_millis(30)).await;

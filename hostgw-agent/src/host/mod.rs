@@ -1,6 +1,6 @@
 //! The node's kernel outside BPF: interfaces ([`iface`]), routes, neighbours, the bridge's
 //! FDB and addresses over rtnetlink ([`netlink`]), forwarding sysctls ([`sysctl`]), netfilter
-//! NAT ([`nat`]), clsact filters and qdiscs ([`tc`]), the pin directory ([`bpffs`]), network
+//! ([`netfilter`]), clsact filters and qdiscs ([`tc`]), the pin directory ([`bpffs`]), network
 //! namespaces ([`netns`]) and the kernel's release ([`release`]).
 //!
 //! Each module reads into (or writes from) the plain types of [`crate::model`]; none of them
@@ -8,7 +8,7 @@
 
 pub mod bpffs;
 pub mod iface;
-pub mod nat;
+pub mod netfilter;
 pub mod netlink;
 pub mod netns;
 pub mod release;

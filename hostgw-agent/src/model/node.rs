@@ -33,17 +33,23 @@ fn on(value: Option<&String>) -> bool {
     value.is_some_and(|v| v == "1")
 }
 
-/// What NAT the node has in netfilter: any makes the conntrack gate necessary.
+/// What of netfilter can act on forwarded traffic: any of it makes the conntrack gate
+/// necessary, so that the traffic meets it as on the kernel path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Nat {
-    /// nftables chains of type `nat`.
-    pub nft_chains: usize,
-    /// The legacy iptables `nat` table is loaded.
-    pub legacy_table: bool,
+pub struct Netfilter {
+    /// nftables chains of type `nat` (any family, any hook).
+    pub nat_chains: usize,
+    /// Other nftables base chains that see forwarded packets: the `prerouting`, `forward`,
+    /// `postrouting` and `ingress` hooks of the `ip`, `ip6` and `inet` families, and every
+    /// `netdev` and `bridge` chain.
+    pub forward_chains: usize,
+    /// A legacy iptables or ip6tables table is loaded (its rules are not read: it may act).
+    pub legacy_tables: bool,
 }
 
-impl Nat {
-    pub fn present(self) -> bool {
-        self.nft_chains > 0 || self.legacy_table
+impl Netfilter {
+    /// Whether netfilter may act on forwarded traffic.
+    pub fn acts(self) -> bool {
+        self.nat_chains > 0 || self.forward_chains > 0 || self.legacy_tables
     }
 }

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     dataplane::Dataplane,
-    host::{iface, nat, netlink, sysctl, tc},
+    host::{iface, netfilter, netlink, sysctl, tc},
     model::{Link, TcUsers},
 };
 
@@ -46,13 +46,13 @@ fn tc_users(uplink: &Link, bridge: &Link, ports: &[Link]) -> BTreeMap<u32, TcUse
 /// What a round reads from and writes to.
 pub trait Host {
     /// Reads the state of the uplink and the bridge called so, their routes, neighbours and
-    /// FDB, the forwarding sysctls, the other tc users, the maps and the port hooks;
-    /// netfilter's NAT too when `nat` is set.
+    /// FDB, the forwarding sysctls, the other tc users, the maps and the port hooks; what of
+    /// netfilter acts on forwarded traffic too when `netfilter` is set.
     async fn observe(
         &mut self,
         uplink: &str,
         bridge: &str,
-        nat: bool,
+        netfilter: bool,
     ) -> Result<Observed, ReconcileError>;
 
     /// Carries out one operation.
@@ -76,7 +76,7 @@ impl Host for Kernel<'_> {
         &mut self,
         uplink: &str,
         bridge: &str,
-        nat: bool,
+        netfilter: bool,
     ) -> Result<Observed, ReconcileError> {
         let h = &self.handle;
         let uplink = iface::by_name(h, uplink).await?;
@@ -94,7 +94,7 @@ impl Host for Kernel<'_> {
             bridge_neighbours: netlink::neighbours(h, bridge.index).await?,
             fdb: netlink::fdb(h, bridge.index).await?,
             forwarding: sysctl::read_forwarding(&bridge.name, &uplink.name),
-            nat: nat.then(|| nat::detect().map_err(|e| e.to_string())),
+            netfilter: netfilter.then(|| netfilter::detect().map_err(|e| e.to_string())),
             trie: self.dp.trie()?,
             endpoints: self.dp.endpoints()?,
             state: self.dp.state()?,

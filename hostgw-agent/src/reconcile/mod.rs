@@ -45,7 +45,7 @@ use crate::{
     dataplane::DataplaneError,
     host::{iface::IfaceError, netlink::KernelError, sysctl::SysctlError},
     inspect::metrics,
-    model::{Family, Nat},
+    model::{Family, Netfilter},
     source::{Nodes, nodes::Item},
 };
 
@@ -97,7 +97,7 @@ pub struct Reconciler {
     /// Whether the conntrack gate was on in the last round.
     gate: Option<bool>,
     /// NAT last seen by `--conntrack-gate auto`.
-    nat: Option<Nat>,
+    netfilter: Option<Netfilter>,
     /// Skipped nodes by reason and family (`ipv4`, `ipv6` or `any`), for metrics.
     pub skipped_by_reason: BTreeMap<(&'static str, &'static str), usize>,
 }
@@ -109,7 +109,7 @@ impl Reconciler {
             nodes,
             reported_skips: Vec::new(),
             gate: None,
-            nat: None,
+            netfilter: None,
             skipped_by_reason: BTreeMap::new(),
         }
     }
@@ -229,28 +229,30 @@ impl Reconciler {
         m.set_last(last);
     }
 
-    /// Whether the conntrack gate should be on now; logs NAT and gate changes.
+    /// Whether the conntrack gate should be on now; logs netfilter and gate changes.
     fn gate(&mut self, observed: &Observed) -> bool {
         let on = match self.config.conntrack_gate {
             GateMode::On => true,
             GateMode::Off => false,
             GateMode::Auto => {
-                match &observed.nat {
-                    Some(Ok(n)) if Some(*n) != self.nat => {
+                match &observed.netfilter {
+                    Some(Ok(n)) if Some(*n) != self.netfilter => {
                         tracing::info!(
-                            nft_nat_chains = n.nft_chains,
-                            iptables_nat_table = n.legacy_table,
-                            "netfilter NAT"
+                            nft_nat_chains = n.nat_chains,
+                            nft_forward_path_chains = n.forward_chains,
+                            iptables_legacy_tables = n.legacy_tables,
+                            acts = n.acts(),
+                            "netfilter on the forward path"
                         );
-                        self.nat = Some(*n);
+                        self.netfilter = Some(*n);
                     }
                     Some(Err(error)) => tracing::warn!(
                         %error,
-                        "cannot tell whether the node has NAT rules; gating to be safe"
+                        "cannot tell what netfilter does with forwarded traffic; gating to be safe"
                     ),
                     _ => {}
                 }
-                plan::auto_gate(observed.nat.as_ref())
+                plan::auto_gate(observed.netfilter.as_ref())
             }
         };
         if self.gate != Some(on) {

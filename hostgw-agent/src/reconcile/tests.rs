@@ -46,7 +46,7 @@ impl Host for Fake {
         );
         let mut o = self.node.clone();
         if !nat {
-            o.nat = None;
+            o.netfilter = None;
         }
         Ok(o)
     }
@@ -135,7 +135,7 @@ impl Fake {
                 uplink_accept_ra: Some("1".into()),
                 ..Forwarding::default()
             },
-            nat: Some(Ok(Nat::default())),
+            netfilter: Some(Ok(Netfilter::default())),
             ..Observed::default()
         };
         add_pod(&mut node, 10, 3);
@@ -565,9 +565,9 @@ async fn forwarding_switched_off_and_nat_appearing_change_the_node_state() {
         }]
     );
     // kube-proxy starts: NAT chains appear, the gate goes on.
-    fake.node.nat = Some(Ok(Nat {
-        nft_chains: 2,
-        legacy_table: false,
+    fake.node.netfilter = Some(Ok(Netfilter {
+        nat_chains: 2,
+        ..Netfilter::default()
     }));
     assert_eq!(
         fake.round(&mut r).await,
@@ -577,13 +577,24 @@ async fn forwarding_switched_off_and_nat_appearing_change_the_node_state() {
     );
     assert_eq!(fake.round(&mut r).await, vec![]);
     // NAT that cannot be read gates too.
-    fake.node.nat = Some(Err("nft: permission denied".into()));
+    fake.node.netfilter = Some(Err("nft: permission denied".into()));
     assert_eq!(fake.round(&mut r).await, vec![]);
-    fake.node.nat = Some(Ok(Nat::default()));
+    fake.node.netfilter = Some(Ok(Netfilter::default()));
     assert_eq!(
         fake.round(&mut r).await,
         vec![Op::SetState {
             state: state(STATE_F_FORWARD_V4)
+        }]
+    );
+    // A NetworkPolicy engine's forward chain, without any NAT: gated too.
+    fake.node.netfilter = Some(Ok(Netfilter {
+        forward_chains: 1,
+        ..Netfilter::default()
+    }));
+    assert_eq!(
+        fake.round(&mut r).await,
+        vec![Op::SetState {
+            state: state(STATE_F_FORWARD_V4 | STATE_F_CT_GATE)
         }]
     );
 }
@@ -596,9 +607,10 @@ async fn gate_modes_on_and_off_ignore_nat() {
     ] {
         let (mut r, _tx, mut fake) = converged(cluster(), &["--conntrack-gate", mode]).await;
         assert_eq!(fake.node.state, state(flags), "--conntrack-gate {mode}");
-        fake.node.nat = Some(Ok(Nat {
-            nft_chains: 2,
-            legacy_table: true,
+        fake.node.netfilter = Some(Ok(Netfilter {
+            nat_chains: 2,
+            forward_chains: 1,
+            legacy_tables: true,
         }));
         assert_eq!(fake.round(&mut r).await, vec![], "--conntrack-gate {mode}");
     }

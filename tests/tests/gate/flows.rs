@@ -244,3 +244,78 @@ fn auto_gate_follows_nat_rules() {
         lab.agent_log(1)
     );
 }
+
+/// A lab without netfilter rules (both gates off), an echo server on pod n2p1 and the path from
+/// n1p1 to it warm.
+fn without_netfilter(name: &str) -> (Lab, EchoServer) {
+    let lab = lab(name);
+    for i in [1, 2] {
+        wait_gate(&lab, i, false, GATE_TIMEOUT);
+    }
+    let server = EchoServer::start(
+        lab.pod(2, 1).netns(),
+        SocketAddrV4::new(lab.pod(2, 1).ip(), BACKEND_PORT),
+    );
+    warm_up(&lab, (1, 1), (2, 1));
+    (lab, server)
+}
+
+/// A Service appearing while its clients already connect: the DNAT rule is added and, with
+/// no pause and nothing else to wake the agent, 20 TCP connections are opened to it. The gate
+/// follows nftables' own change notification, so every reply is un-DNATed by the stack and
+/// every connection succeeds (one whose first reply beat the gate retries its SYN).
+#[test]
+fn auto_gate_is_on_for_connections_right_after_a_dnat_rule() {
+    let (lab, server) = without_netfilter("gnow");
+    let backend = lab.pod(2, 1).ip();
+    let vip = SocketAddrV4::new(VIP, SVC_PORT);
+    let start = Instant::now();
+    nft(&lab, 1, &cluster_ip_rules(backend));
+    let results: Vec<Result<(), String>> = (0..20)
+        .map(|_| tcp_exchange(lab.pod(1, 1).netns(), vip, 1))
+        .collect();
+    println!(
+        "20 connections right after the DNAT rule took {:?}",
+        start.elapsed()
+    );
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "connections to the new ClusterIP that failed: {failed:?}\n{}",
+        lab.agent_log(1)
+    );
+    assert_peers(&server, Proto::Tcp, lab.pod(1, 1).ip(), "the new ClusterIP");
+    assert_eq!(gate_logged(&lab, 1), Some(true), "n1's gate");
+}
+
+/// A `NetworkPolicy` engine's drop rule in the forward chain, on a node without any NAT: the gate
+/// goes on with it, so the flow it drops stays dropped, datagram after datagram, while other
+/// flows between the same pods keep working.
+#[test]
+fn auto_gate_keeps_a_forward_drop_rule_dropping() {
+    let (lab, server) = without_netfilter("gfwdrop");
+    let backend = lab.pod(2, 1).ip();
+    let to = SocketAddrV4::new(backend, BACKEND_PORT);
+    nft(
+        &lab,
+        1,
+        &format!(
+            "table inet netpol {{\n\
+             \tchain pod_forward {{\n\
+             \t\ttype filter hook forward priority filter; policy accept;\n\
+             \t\tip daddr {backend} udp dport {BACKEND_PORT} drop\n\
+             \t}}\n\
+             }}\n"
+        ),
+    );
+    let replies = udp_exchange(lab.pod(1, 1).netns(), to, 5);
+    assert!(
+        replies.iter().all(|r| *r == UdpReply::Nothing) && server.peers(Proto::Udp).is_empty(),
+        "UDP the forward chain drops: replies {replies:?}, the server saw {:?}\n{}",
+        server.peers(Proto::Udp),
+        lab.agent_log(1)
+    );
+    let result = tcp_exchange(lab.pod(1, 1).netns(), to, ROUNDS);
+    assert!(result.is_ok(), "TCP between the same pods: {result:?}");
+    assert_eq!(gate_logged(&lab, 1), Some(true), "n1's gate");
+}

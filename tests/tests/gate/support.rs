@@ -147,10 +147,10 @@ pub(super) fn gate_logged(lab: &Lab, i: usize) -> Option<bool> {
         .next_back()
 }
 
-/// Whether node `i`'s agent logged the netfilter NAT it found with `chains` nft NAT chains.
+/// Whether node `i`'s agent logged the netfilter it found with `chains` nft NAT chains.
 pub(super) fn nat_logged(lab: &Lab, i: usize, chains: u64) -> bool {
     lab.agent_events(i).iter().any(|e| {
-        e.message() == "netfilter NAT"
+        e.message() == "netfilter on the forward path"
             && e.fields
                 .get("nft_nat_chains")
                 .and_then(serde_json::Value::as_u64)

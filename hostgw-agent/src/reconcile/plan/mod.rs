@@ -43,7 +43,8 @@ use ipnet::IpNet;
 
 use super::desired::Desired;
 use crate::model::{
-    Family, Forwarding, Link, Nat, NeighState, Neighbour, Route, TcUsers, TrieRoute, is_link_local,
+    Family, Forwarding, Link, NeighState, Neighbour, Netfilter, Route, TcUsers, TrieRoute,
+    is_link_local,
 };
 
 /// What the kernel and the maps have now, as one round observed it. Plain data.
@@ -67,9 +68,10 @@ pub struct Observed {
     pub fdb: BTreeMap<[u8; 6], u32>,
     /// The forwarding sysctls of the bridge and the uplink.
     pub forwarding: Forwarding,
-    /// Netfilter NAT, when it was looked at (`--conntrack-gate auto`); an error says why it
+    /// What of netfilter acts on forwarded traffic, when it was looked at
+    /// (`--conntrack-gate auto`); an error says why it
     /// could not be read.
-    pub nat: Option<Result<Nat, String>>,
+    pub netfilter: Option<Result<Netfilter, String>>,
     /// The route tries, both families.
     pub trie: BTreeMap<IpNet, TrieRoute>,
     /// The endpoint tables, both families.
@@ -169,11 +171,12 @@ pub fn plan(desired: Option<&Desired>, observed: &Observed, ct_gate: bool) -> Ve
     ops
 }
 
-/// Whether the conntrack gate must be on with `--conntrack-gate auto`: while the node has NAT
-/// rules, and when they cannot be read (to be safe).
-pub fn auto_gate(nat: Option<&Result<Nat, String>>) -> bool {
-    match nat {
-        Some(Ok(n)) => n.present(),
+/// Whether the conntrack gate must be on with `--conntrack-gate auto`: while netfilter acts on
+/// forwarded traffic (NAT, or chains on the forward path), and when that cannot be read (to be
+/// safe).
+pub fn auto_gate(netfilter: Option<&Result<Netfilter, String>>) -> bool {
+    match netfilter {
+        Some(Ok(n)) => n.acts(),
         Some(Err(_)) | None => true,
     }
 }
