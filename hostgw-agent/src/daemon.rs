@@ -16,7 +16,7 @@ use crate::{
         features::{ConntrackKfuncs, Features},
         kfunc,
     },
-    host::{bpffs, iface, netfilter, release, sysctl},
+    host::{bpffs, iface, netfilter, release, sysctl, xfrm},
     inspect::{http, metrics},
     model::Link,
     reconcile,
@@ -43,6 +43,8 @@ pub enum Error {
     Netlink(#[source] std::io::Error),
     #[error("cannot subscribe to nftables changes")]
     Netfilter(#[source] std::io::Error),
+    #[error("cannot subscribe to xfrm policy changes")]
+    Xfrm(#[source] std::io::Error),
     /// A reconcile round, or the netlink subscription, failed.
     #[error(transparent)]
     Reconcile(#[from] reconcile::ReconcileError),
@@ -197,13 +199,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // Subscribe before the first round, so no change after it is missed.
     let wake = Arc::new(tokio::sync::Notify::new());
     reconcile::watch_netlink(Arc::clone(&wake))?;
-    // Netfilter changes wake a round at once: a DNAT rule added must have the gate on before
-    // the replies of the flows it rewrites come back.
-    let netfilter_changed = Arc::new(tokio::sync::Notify::new());
+    // Netfilter and xfrm changes wake a round at once, without the coalescing delay: a DNAT
+    // rule added must have the gate on before the replies of the flows it rewrites come back.
+    let at_once = Arc::new(tokio::sync::Notify::new());
     if config.conntrack_gate == cli::GateMode::Auto {
-        let notify = Arc::clone(&netfilter_changed);
+        let notify = Arc::clone(&at_once);
         netfilter::watch(move || notify.notify_one(), NETFILTER_POLL).map_err(Error::Netfilter)?;
     }
+    // xfrm policies send routed traffic to the stack: as soon as one appears.
+    let notify = Arc::clone(&at_once);
+    xfrm::watch(move || notify.notify_one()).map_err(Error::Xfrm)?;
     let mut dp = attach_all(&config, &ifaces)?;
     if let Some(id) = dp.program_id(&format!("{}@{}", names::PROG_INGRESS, ifaces.uplink.name)) {
         dataplane::log::start(id);
@@ -253,7 +258,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         first = false;
         tokio::select! {
             () = &mut shutdown => break,
-            () = netfilter_changed.notified() => {}
+            () = at_once.notified() => {}
             () = wake.notified() => {
                 // Coalesce a burst of events into one round.
                 tokio::time::sleep(Duration::from_millis(30)).await;

@@ -86,8 +86,12 @@ pub mod reason {
     pub const CT_ESTABLISHED: u32 = 21;
     /// Handed on unchanged: the hook has other tc users (`HOOK_F_SHARED_INGRESS`).
     pub const PASS_TC_SHARED: u32 = 22;
+    /// Handed on: the node has policy routing rules beyond the defaults (`STATE_F_POLICY`).
+    pub const PASS_POLICY: u32 = 23;
+    /// Handed on: the node has xfrm (`IPsec`) policies (`STATE_F_XFRM`).
+    pub const PASS_XFRM: u32 = 24;
     /// Number of reasons.
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 25;
     /// Names, indexed by reason id, as metrics and `stats` print them.
     pub const NAMES: [&str; COUNT as usize] = [
         "fast_egress",
@@ -113,6 +117,8 @@ pub mod reason {
         "ct_proto",
         "ct_established",
         "pass_tc_shared",
+        "pass_policy",
+        "pass_xfrm",
     ];
 }
 

@@ -74,6 +74,10 @@ pub const HOOK_F_PORT_EGRESS: u32 = 1 << 1;
 /// Set in [`RouteV4::flags`]/[`RouteV6::flags`] when `node_mac` holds the next hop's resolved
 /// MAC address; without it the programs ask the kernel (FIB lookup / neighbour redirect).
 pub const ROUTE_F_RESOLVED: u32 = 1 << 0;
+/// Set in [`RouteV4::flags`]/[`RouteV6::flags`] when the kernel would not simply take this
+/// route for every address in the CIDR (it has a more specific route inside it, or a route
+/// for it that is not hostgw's): the programs ask the FIB, which knows.
+pub const ROUTE_F_FIB: u32 = 1 << 1;
 
 /// The value of a [`names::ROUTES_V4`] entry: how to reach a remote node's pod CIDR.
 #[repr(C)]
@@ -164,6 +168,12 @@ const _: () = assert!(size_of::<Config>() == 24);
 /// Set in [`State::flags`] while the conntrack gate is on: only flows conntrack has confirmed
 /// without NAT are forwarded by the programs.
 pub const STATE_F_CT_GATE: u32 = 1 << 2;
+/// Set in [`State::flags`] while the node has policy routing rules beyond the defaults:
+/// routed traffic takes the stack, which applies them (`pass_policy`).
+pub const STATE_F_POLICY: u32 = 1 << 3;
+/// Set in [`State::flags`] while the node has xfrm (`IPsec`) policies: routed traffic takes the
+/// stack, which applies them (`pass_xfrm`).
+pub const STATE_F_XFRM: u32 = 1 << 4;
 
 /// Placeholder call targets for the conntrack kfuncs. The programs call these as if they were
 /// helpers; before loading, the agent rewrites each such call into a kfunc call to the

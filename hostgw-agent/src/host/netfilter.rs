@@ -19,10 +19,6 @@ const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFTA_CHAIN_HOOK: u16 = 4;
 const NFTA_CHAIN_TYPE: u16 = 7;
 const NFTA_HOOK_HOOKNUM: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
 /// `NFNLGRP_NFTABLES`: every committed nftables change.
 const NFNLGRP_NFTABLES: u32 = 7;
 
@@ -90,53 +86,24 @@ fn classify(family: u8, attrs: &[u8]) -> Chain {
 /// The numbers of nftables chains of type `nat` and of other base chains on the forward
 /// path, from a netlink dump of every chain.
 fn nft_chains() -> io::Result<(usize, usize)> {
-    let mut socket = Socket::new(NETLINK_NETFILTER)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    let mut req = Vec::with_capacity(20);
-    req.extend_from_slice(&20u32.to_ne_bytes());
-    req.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN).to_ne_bytes());
-    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-    req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-    req.extend_from_slice(&[0, 0, 0, 0]); // nfgenmsg: any family, version 0, res_id 0
-    socket.send(&req, 0)?;
-
     let (mut nat, mut forward) = (0, 0);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = socket.recv(&mut &mut buf[..], 0)?;
-        let mut msgs = &buf[..n];
-        while msgs.len() >= 16 {
-            let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap_or_default()) as usize;
-            let kind = u16::from_ne_bytes([msgs[4], msgs[5]]);
-            if len < 16 || len > msgs.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "truncated netlink message",
-                ));
-            }
-            match kind {
-                NLMSG_DONE => return Ok((nat, forward)),
-                NLMSG_ERROR => {
-                    let code = i32::from_ne_bytes(msgs[16..20].try_into().unwrap_or_default());
-                    if code != 0 {
-                        return Err(io::Error::from_raw_os_error(-code));
-                    }
+    // nfgenmsg: any family, version 0, res_id 0.
+    super::dump::dump(
+        NETLINK_NETFILTER,
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN,
+        &[0; 4],
+        |kind, msg| {
+            // Attributes follow the 4-byte nfgenmsg, whose first byte is the family.
+            if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN && msg.len() >= 20 {
+                match classify(msg[16], &msg[20..]) {
+                    Chain::Nat => nat += 1,
+                    Chain::ForwardPath => forward += 1,
+                    Chain::Other => {}
                 }
-                // Attributes follow the 4-byte nfgenmsg, whose first byte is the family.
-                k if k == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN && len >= 20 => {
-                    match classify(msgs[16], &msgs[20..len]) {
-                        Chain::Nat => nat += 1,
-                        Chain::ForwardPath => forward += 1,
-                        Chain::Other => {}
-                    }
-                }
-                _ => {}
             }
-            msgs = &msgs[len.next_multiple_of(4).min(msgs.len())..];
-        }
-    }
+        },
+    )?;
+    Ok((nat, forward))
 }
 
 /// Calls `changed` after every committed nftables change in the current network namespace,

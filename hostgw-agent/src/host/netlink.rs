@@ -57,9 +57,9 @@ fn err(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> KernelError 
     move |source| KernelError::Netlink { what, source }
 }
 
-/// Every route in the main table with our protocol, IPv4 then IPv6.
-pub async fn our_routes(handle: &Handle) -> Result<Vec<Route>, KernelError> {
-    let mut out = Vec::new();
+/// The main table's routes, both families: ours (protocol 203), and the others.
+pub async fn main_routes(handle: &Handle) -> Result<(Vec<Route>, Vec<Route>), KernelError> {
+    let (mut out, mut others) = (Vec::new(), Vec::new());
     for query in [
         RouteMessageBuilder::<Ipv4Addr>::new().build(),
         RouteMessageBuilder::<Ipv6Addr>::new().build(),
@@ -71,19 +71,58 @@ pub async fn our_routes(handle: &Handle) -> Result<Vec<Route>, KernelError> {
             .await
             .map_err(err(format!("dumping {family:?} routes")))?
         {
-            if let Some(route) = our_route(&msg) {
-                out.push(route);
+            if let Some(route) = main_route(&msg) {
+                if msg.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL) {
+                    out.push(route);
+                } else {
+                    others.push(route);
+                }
             }
+        }
+    }
+    Ok((out, others))
+}
+
+/// Policy routing rules beyond the kernel's defaults (`0: lookup local`, `32766: lookup main`,
+/// `32767: lookup default`), both families, described as `ip rule` would.
+pub async fn extra_rules(handle: &Handle) -> Result<Vec<String>, KernelError> {
+    use rtnetlink::IpVersion;
+    let mut out = Vec::new();
+    for version in [IpVersion::V4, IpVersion::V6] {
+        let mut stream = handle.rule().get(version.clone()).execute();
+        while let Some(msg) = stream
+            .try_next()
+            .await
+            .map_err(err(format!("dumping {version:?} rules")))?
+        {
+            out.extend(extra_rule(&msg).map(|r| format!("{version:?} {r}")));
         }
     }
     Ok(out)
 }
 
-/// The route in `msg` if it is ours and in the main table.
-fn our_route(msg: &RouteMessage) -> Option<Route> {
-    if msg.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL) {
-        return None;
+/// `priority: table N` unless `msg` is one of the kernel's default rules: `from all` (no
+/// selector) at 0 to `local`, 32766 to `main` or 32767 to `default`.
+fn extra_rule(msg: &rtnetlink::packet_route::rule::RuleMessage) -> Option<String> {
+    use rtnetlink::packet_route::rule::RuleAttribute;
+    let mut table = u32::from(msg.header.table);
+    let mut priority = 0;
+    let mut selectors = msg.header.src_len != 0 || msg.header.dst_len != 0 || msg.header.tos != 0;
+    for attr in &msg.attributes {
+        match attr {
+            RuleAttribute::Table(t) => table = *t,
+            RuleAttribute::Priority(p) => priority = *p,
+            // Always sent; -1 (u32::MAX) is "none".
+            RuleAttribute::Protocol(_) | RuleAttribute::SuppressPrefixLen(u32::MAX) => {}
+            _ => selectors = true,
+        }
     }
+    let default = matches!((priority, table), (0, 255) | (32766, 254) | (32767, 253));
+    (!default || selectors).then(|| format!("{priority}: table {table}"))
+}
+
+/// The route in `msg` if it is in the main table.
+fn main_route(msg: &RouteMessage) -> Option<Route> {
     let mut table = u32::from(msg.header.table);
     let (mut dst, mut via, mut oif, mut metric) = (None, None, None, None);
     for attr in &msg.attributes {
@@ -375,4 +414,49 @@ pub async fn addresses(handle: &Handle, ifindex: u32) -> Result<Vec<IpNet>, Kern
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod rule_tests {
+    use rtnetlink::packet_route::{
+        route::RouteProtocol,
+        rule::{RuleAttribute, RuleMessage},
+    };
+
+    use super::extra_rule;
+
+    fn rule(table: u8, attrs: Vec<RuleAttribute>) -> RuleMessage {
+        let mut m = RuleMessage::default();
+        m.header.table = table;
+        m.attributes = attrs;
+        m
+    }
+
+    /// As the kernel dumps them: the defaults are not extra; anything else, or a default
+    /// priority and table with a selector, is.
+    #[test]
+    fn only_the_kernels_default_rules_are_not_extra() {
+        let kernel = |prio: Option<u32>, table: u8| {
+            let mut a = vec![
+                RuleAttribute::Table(u32::from(table)),
+                RuleAttribute::SuppressPrefixLen(u32::MAX),
+                RuleAttribute::Protocol(RouteProtocol::Kernel),
+            ];
+            a.extend(prio.map(RuleAttribute::Priority));
+            rule(table, a)
+        };
+        assert_eq!(extra_rule(&kernel(None, 255)), None);
+        assert_eq!(extra_rule(&kernel(Some(32766), 254)), None);
+        assert_eq!(extra_rule(&kernel(Some(32767), 253)), None);
+        assert_eq!(
+            extra_rule(&kernel(Some(100), 100)).as_deref(),
+            Some("100: table 100")
+        );
+        let mut from = kernel(Some(32766), 254);
+        from.header.src_len = 24;
+        assert!(extra_rule(&from).is_some(), "a `from` selector");
+        let mut mark = kernel(Some(32766), 254);
+        mark.attributes.push(RuleAttribute::FwMark(1));
+        assert!(extra_rule(&mark).is_some(), "a fwmark selector");
+    }
 }

@@ -18,8 +18,8 @@ use aya::{
     programs::links::LinkType,
 };
 use hostgw_common::{
-    Counter, Endpoint, ROUTE_F_RESOLVED, STATE_F_CT_GATE, STATE_F_FORWARD_V4, STATE_F_FORWARD_V6,
-    State,
+    Counter, Endpoint, ROUTE_F_FIB, ROUTE_F_RESOLVED, STATE_F_CT_GATE, STATE_F_FORWARD_V4,
+    STATE_F_FORWARD_V6, STATE_F_POLICY, STATE_F_XFRM, State,
     counters::{self, family, hook, reason},
     names,
 };
@@ -210,11 +210,10 @@ pub async fn routes(
     handle: &rtnetlink::Handle,
 ) -> Result<Vec<RouteRow>, InspectError> {
     let trie = trie(pin_dir)?;
-    let kroutes: BTreeMap<IpNet, Option<IpAddr>> = kernel::our_routes(handle)
-        .await?
-        .into_iter()
-        .map(|r| (r.cidr, r.via))
-        .collect();
+    let (ours, others) = kernel::main_routes(handle).await?;
+    let kroutes: BTreeMap<IpNet, Option<IpAddr>> =
+        ours.into_iter().map(|r| (r.cidr, r.via)).collect();
+    let node = state(pin_dir)?.flags;
     let mut names = BTreeMap::new();
     let mut neighbours = BTreeMap::new();
     for r in trie.values() {
@@ -235,9 +234,19 @@ pub async fn routes(
             Some(_) => "unresolved".to_owned(),
             None => "missing".to_owned(),
         };
+        let inside: Vec<String> = others
+            .iter()
+            .filter(|o| cidr.contains(&o.cidr))
+            .map(|o| o.cidr.to_string())
+            .collect();
         let status = match (kroutes.get(cidr), via) {
             (None, _) => "mismatch: no kernel route".to_owned(),
             (Some(_), Some(v)) if v != ip => format!("mismatch: kernel route via {v}"),
+            _ if node & STATE_F_XFRM != 0 => "stack: xfrm policies".to_owned(),
+            _ if node & STATE_F_POLICY != 0 => "stack: policy routing rules".to_owned(),
+            _ if r.flags & ROUTE_F_FIB != 0 => {
+                format!("fib: other kernel routes {}", inside.join(", "))
+            }
             _ if r.flags & ROUTE_F_RESOLVED == 0 => "unresolved: via redirect_neigh".to_owned(),
             _ => "ok".to_owned(),
         };

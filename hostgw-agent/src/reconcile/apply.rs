@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     dataplane::Dataplane,
-    host::{iface, netfilter, netlink, sysctl, tc},
+    host::{iface, netfilter, netlink, sysctl, tc, xfrm},
     model::{Link, TcUsers},
 };
 
@@ -83,12 +83,16 @@ impl Host for Kernel<'_> {
         let bridge = iface::by_name(h, bridge).await?;
         let ports = iface::ports_of(h, bridge.index).await?;
         let tc_users = tc_users(&uplink, &bridge, &ports);
+        let (routes, other_routes) = netlink::main_routes(h).await?;
         Ok(Observed {
             tc_users,
             hooks: self.dp.hooks()?,
             ports,
             uplink_addrs: netlink::addresses(h, uplink.index).await?,
-            routes: netlink::our_routes(h).await?,
+            routes,
+            other_routes,
+            extra_rules: netlink::extra_rules(h).await?,
+            xfrm_policies: xfrm::policies().map_err(ReconcileError::Xfrm)?,
             neighbours: netlink::neighbours(h, uplink.index).await?,
             bridge_nets: netlink::addresses(h, bridge.index).await?,
             bridge_neighbours: netlink::neighbours(h, bridge.index).await?,

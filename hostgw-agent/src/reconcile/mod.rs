@@ -64,6 +64,9 @@ pub enum ReconcileError {
     /// A sysctl could not be written.
     #[error(transparent)]
     Sysctl(#[from] SysctlError),
+    /// The xfrm policies could not be read.
+    #[error("cannot read the xfrm policies")]
+    Xfrm(#[source] std::io::Error),
     /// The netlink event socket could not be set up.
     #[error("cannot subscribe to netlink events")]
     Subscribe(#[source] std::io::Error),
@@ -71,6 +74,9 @@ pub enum ReconcileError {
 
 /// `RTNLGRP_TC`: qdiscs and filters (other tc users) coming and going.
 const RTNLGRP_TC: u32 = 4;
+/// `RTNLGRP_IPV4_RULE` and `RTNLGRP_IPV6_RULE`: policy routing rules.
+const RTNLGRP_IPV4_RULE: u32 = 8;
+const RTNLGRP_IPV6_RULE: u32 = 19;
 /// `RTNLGRP_IPV4_NETCONF` and `RTNLGRP_IPV6_NETCONF`: forwarding changes.
 const RTNLGRP_IPV4_NETCONF: u32 = 24;
 const RTNLGRP_IPV6_NETCONF: u32 = 25;
@@ -308,6 +314,8 @@ fn log_applied(op: &Op) {
             forwarding_v4 = state.flags & hostgw_common::STATE_F_FORWARD_V4 != 0,
             forwarding_v6 = state.flags & hostgw_common::STATE_F_FORWARD_V6 != 0,
             ct_gate = state.flags & hostgw_common::STATE_F_CT_GATE != 0,
+            policy_rules = state.flags & hostgw_common::STATE_F_POLICY != 0,
+            xfrm = state.flags & hostgw_common::STATE_F_XFRM != 0,
             "node state"
         ),
         Op::SetHook {
@@ -337,8 +345,8 @@ fn log_applied(op: &Op) {
 }
 
 /// Subscribes to the netlink events that can make the kernel state differ from the desired
-/// one (links, addresses, routes, neighbours, qdiscs and filters, forwarding settings; IPv4
-/// and IPv6) and wakes `notify` on each.
+/// one (links, addresses, routes, rules, neighbours, qdiscs and filters, forwarding settings;
+/// IPv4 and IPv6) and wakes `notify` on each.
 pub fn watch_netlink(notify: Arc<Notify>) -> Result<(), ReconcileError> {
     let (mut conn, _handle, mut messages) =
         rtnetlink::new_connection().map_err(ReconcileError::Subscribe)?;
@@ -353,7 +361,13 @@ pub fn watch_netlink(notify: Arc<Notify>) -> Result<(), ReconcileError> {
     socket
         .bind(&SocketAddr::new(0, groups))
         .map_err(ReconcileError::Subscribe)?;
-    for group in [RTNLGRP_TC, RTNLGRP_IPV4_NETCONF, RTNLGRP_IPV6_NETCONF] {
+    for group in [
+        RTNLGRP_TC,
+        RTNLGRP_IPV4_RULE,
+        RTNLGRP_IPV6_RULE,
+        RTNLGRP_IPV4_NETCONF,
+        RTNLGRP_IPV6_NETCONF,
+    ] {
         socket
             .add_membership(group)
             .map_err(ReconcileError::Subscribe)?;

@@ -15,8 +15,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use hostgw_common::{
-    CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, Config, ROUTE_F_RESOLVED, RouteV4, STATE_F_FORWARD_V4,
-    State,
+    CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, Config, ROUTE_F_FIB, ROUTE_F_RESOLVED, RouteV4,
+    STATE_F_FORWARD_V4, STATE_F_POLICY, STATE_F_XFRM, State,
     counters::{hook, reason},
 };
 
@@ -42,6 +42,13 @@ fn forwardable<H: Hook>(
     let ip = parse::ipv4(h, router_mac).map_err(parse::Unfit::reason)?;
     if state.flags & STATE_F_FORWARD_V4 == 0 {
         return Err(reason::PASS_FWD_DISABLED);
+    }
+    // xfrm policies and policy rules apply before and during routing: the stack's.
+    if state.flags & STATE_F_XFRM != 0 {
+        return Err(reason::PASS_XFRM);
+    }
+    if state.flags & STATE_F_POLICY != 0 {
+        return Err(reason::PASS_POLICY);
     }
     if !rpf(&ip) {
         return Err(reason::PASS_RPF);
@@ -102,10 +109,12 @@ pub fn egress(ctx: &TcContext, h: &impl Hook, cfg: &Config, state: &State) -> Ac
         Err(why) => return Action::Pass(why),
     };
     let action = match route_v4(ip.dst) {
-        Some(route) => via_route(h, &ip, &route, reason::FAST_EGRESS),
+        Some(route) if route.flags & ROUTE_F_FIB == 0 => {
+            via_route(h, &ip, &route, reason::FAST_EGRESS)
+        }
         // The kernel routes a pod's packet as received on the bridge, not on its port: ask
         // the FIB as the bridge (forwarding setting, `iif` policy rules).
-        None => fib(ctx, cfg.bridge_ifindex, &ip, cfg),
+        _ => fib(ctx, cfg.bridge_ifindex, &ip, cfg),
     };
     gated(action, || {
         ct::gate_v4(
@@ -139,8 +148,10 @@ pub fn ingress(ctx: &TcContext, h: &impl Hook, cfg: &Config, state: &State) -> A
         }
     } else {
         match route_v4(ip.dst) {
-            Some(route) => via_route(h, &ip, &route, reason::FAST_TRANSIT),
-            None => fib(ctx, h.ingress_ifindex(), &ip, cfg),
+            Some(route) if route.flags & ROUTE_F_FIB == 0 => {
+                via_route(h, &ip, &route, reason::FAST_TRANSIT)
+            }
+            _ => fib(ctx, h.ingress_ifindex(), &ip, cfg),
         }
     };
     gated(action, || {
@@ -174,7 +185,9 @@ pub fn ingress_xdp(
     }
     let action = match route_v4(ip.dst) {
         Some(route)
-            if route.ifindex == h.ingress_ifindex() && route.flags & ROUTE_F_RESOLVED != 0 =>
+            if route.ifindex == h.ingress_ifindex()
+                && route.flags & ROUTE_F_RESOLVED != 0
+                && route.flags & ROUTE_F_FIB == 0 =>
         {
             via_route(h, &ip, &route, reason::FAST_TRANSIT)
         }

@@ -157,6 +157,19 @@ impl Lab {
         })
     }
 
+    /// The flags of node `i`'s pinned `STATE` map (`STATE_F_*`).
+    pub fn state_flags(&self, i: usize) -> u32 {
+        let map = Map::from_map_data(self.pinned_map(i, names::STATE))
+            .unwrap_or_else(|e| panic!("STATE of n{i}: {e}"));
+        let state: aya::maps::Array<MapData, hostgw_common::State> =
+            aya::maps::Array::try_from(map)
+                .unwrap_or_else(|e| panic!("STATE of n{i} is not an array: {e}"));
+        state
+            .get(&0, 0)
+            .unwrap_or_else(|e| panic!("reading STATE of n{i}: {e}"))
+            .flags
+    }
+
     /// Node `i`'s pinned `HOOKS` map: interface index → `HOOK_F_*`.
     pub fn hook_flags(&self, i: usize) -> BTreeMap<u32, u32> {
         let map = Map::from_map_data(self.pinned_map(i, names::HOOKS))

@@ -12,14 +12,16 @@
 //!   switched on; before that, an uplink with `accept_ra = 1` is set to 2 so that it keeps
 //!   accepting Router Advertisements (with forwarding on, the kernel ignores them at 1).
 //! - Node state: the `STATE` map holds what the kernel does with forwarded packets now
-//!   (forwarding per family, from the sysctls as read), whether the conntrack gate is on, and
-//!   the bridge's and the uplink's MACs.
+//!   (forwarding per family, from the sysctls as read; policy routing rules or xfrm policies
+//!   that send routed traffic to the stack), whether the conntrack gate is on, and the
+//!   bridge's and the uplink's MACs.
 //! - Routes: one `podCIDR via nodeIP dev uplink proto 203` per remote CIDR; any other route
 //!   of ours is deleted.
 //! - Next hops: a neighbour entry for every node address, created (managed, tagged as ours)
 //!   when missing or failed; ours for addresses no longer used are deleted.
 //! - Route trie: one entry per remote CIDR with the next hop's MAC when the kernel has
-//!   resolved it (without, the programs hand the packet to `bpf_redirect_neigh`).
+//!   resolved it (without, the programs hand the packet to `bpf_redirect_neigh`), flagged to
+//!   ask the FIB where the kernel has other routes inside the CIDR or for it.
 //! - Endpoints: pods on the bridge's veth ports (other ports, a tap or a physical interface,
 //!   are left to the bridge), from the bridge's neighbour entries (ARP and NDP) joined with its
 //!   forwarding database. Only addresses in the bridge's networks count; IPv6
@@ -36,8 +38,8 @@ use std::{
 };
 
 use hostgw_common::{
-    Endpoint, HOOK_F_PORT_EGRESS, HOOK_F_SHARED_INGRESS, ROUTE_F_RESOLVED, STATE_F_CT_GATE,
-    STATE_F_FORWARD_V4, STATE_F_FORWARD_V6, State,
+    Endpoint, HOOK_F_PORT_EGRESS, HOOK_F_SHARED_INGRESS, ROUTE_F_FIB, ROUTE_F_RESOLVED,
+    STATE_F_CT_GATE, STATE_F_FORWARD_V4, STATE_F_FORWARD_V6, STATE_F_POLICY, STATE_F_XFRM, State,
 };
 use ipnet::IpNet;
 
@@ -86,6 +88,12 @@ pub struct Observed {
     pub tc_users: BTreeMap<u32, TcUsers>,
     /// The `HOOKS` map's entries.
     pub hooks: BTreeMap<u32, u32>,
+    /// The main table's routes that are not ours, both families.
+    pub other_routes: Vec<Route>,
+    /// Policy routing rules beyond the kernel's defaults, described.
+    pub extra_rules: Vec<String>,
+    /// The number of xfrm (`IPsec`) policies.
+    pub xfrm_policies: usize,
 }
 
 /// One change.
@@ -274,6 +282,12 @@ fn node_state(o: &Observed, ct_gate: bool) -> State {
     if ct_gate {
         flags |= STATE_F_CT_GATE;
     }
+    if !o.extra_rules.is_empty() {
+        flags |= STATE_F_POLICY;
+    }
+    if o.xfrm_policies > 0 {
+        flags |= STATE_F_XFRM;
+    }
     State {
         flags,
         bridge_mac: o.bridge.mac,
@@ -297,6 +311,15 @@ fn network(desired: &Desired, actual: &Observed) -> Vec<Op> {
         mtu: actual.uplink.mtu,
     };
     network_via(desired, actual, &uplink)
+}
+
+/// Whether the kernel would route some address of `cidr` otherwise than by our route: it has
+/// a more specific route inside it, or another route for it that wins over ours (metric 0).
+fn defers_to_fib(cidr: &IpNet, others: &[Route]) -> bool {
+    others.iter().any(|r| {
+        cidr.contains(&r.cidr)
+            && (r.cidr.prefix_len() > cidr.prefix_len() || r.metric.unwrap_or(0) == 0)
+    })
 }
 
 fn network_via(desired: &Desired, actual: &Observed, uplink: &Uplink) -> Vec<Op> {
@@ -338,11 +361,15 @@ fn network_via(desired: &Desired, actual: &Observed, uplink: &Uplink) -> Vec<Op>
             .get(&remote.via)
             .filter(|n| n.state == NeighState::Valid)
             .and_then(|n| n.mac);
+        let mut flags = if mac.is_some() { ROUTE_F_RESOLVED } else { 0 };
+        if defers_to_fib(cidr, &actual.other_routes) {
+            flags |= ROUTE_F_FIB;
+        }
         let route = TrieRoute {
             node_ip: remote.via,
             ifindex: uplink.index,
             mtu: uplink.mtu,
-            flags: if mac.is_some() { ROUTE_F_RESOLVED } else { 0 },
+            flags,
             node_mac: mac.unwrap_or_default(),
             uplink_mac: uplink.mac,
         };

@@ -169,6 +169,56 @@ fn a_resolved_neighbour_fills_the_mac_in() {
     );
 }
 
+/// Where the kernel would route part of a remote CIDR otherwise (a more specific route inside
+/// it, of anyone), its trie entry asks the FIB; a less specific route (the default) does not
+/// matter, and the flag goes with the route.
+#[test]
+fn other_routes_inside_a_remote_cidr_make_its_entry_ask_the_fib() {
+    let d = desired(&[
+        ("10.1.27.0/24", "172.20.11.42"),
+        ("10.1.28.0/24", "172.20.11.44"),
+    ]);
+    let mut a = converged(&d);
+    a.other_routes = vec![
+        kroute("10.1.27.5/32", "172.20.11.45", UPLINK.index),
+        kroute("0.0.0.0/0", "172.20.11.1", UPLINK.index),
+    ];
+    let mut flagged = trie_entry("172.20.11.42", Some(42));
+    flagged.flags |= ROUTE_F_FIB;
+    assert_eq!(
+        network_via(&d, &a, &UPLINK),
+        vec![Op::PutTrie {
+            cidr: net("10.1.27.0/24"),
+            route: flagged
+        }]
+    );
+    a.trie.insert(net("10.1.27.0/24"), flagged);
+    assert_eq!(network_via(&d, &a, &UPLINK), vec![]);
+    a.other_routes.remove(0);
+    assert_eq!(
+        network_via(&d, &a, &UPLINK),
+        vec![Op::PutTrie {
+            cidr: net("10.1.27.0/24"),
+            route: trie_entry("172.20.11.42", Some(42))
+        }]
+    );
+}
+
+/// Policy routing rules and xfrm policies send routed traffic to the stack: the node state
+/// says so.
+#[test]
+fn policy_rules_and_xfrm_policies_reach_the_node_state() {
+    let mut a = converged(&Desired::default());
+    assert_eq!(
+        node_state(&a, false).flags & (STATE_F_POLICY | STATE_F_XFRM),
+        0
+    );
+    a.extra_rules = vec!["V4 100: table 100".to_owned()];
+    assert_eq!(node_state(&a, false).flags & STATE_F_POLICY, STATE_F_POLICY);
+    a.xfrm_policies = 1;
+    assert_eq!(node_state(&a, false).flags & STATE_F_XFRM, STATE_F_XFRM);
+}
+
 #[test]
 fn unresolved_neighbours_are_requested_once_unless_managed() {
     let d = desired(&[("10.1.27.0/24", "172.20.11.42")]);

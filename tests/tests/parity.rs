@@ -1,0 +1,188 @@
+//! The fast path routes as the kernel does: each scenario runs on a 3-node × 1-pod lab twice,
+//! on kernel routes alone and with the agent, and what the pods see (the path a traceroute
+//! shows, replies) must be the same. The kernel run is the judge, and also shows that the
+//! scenario tests something.
+//!
+//! - a more specific route inside a remote pod CIDR (n2's pod via n3);
+//! - a policy routing rule (n1's pod routed by a table of its own, via n3);
+//! - an xfrm policy that blocks forwarding between the pod CIDRs.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use hostgw_common::{
+    ROUTE_F_FIB, STATE_F_POLICY, STATE_F_XFRM,
+    counters::{hook, reason},
+};
+use hostgw_tests::lab::{Lab, Mode, Spec, UPLINK, uplink_ip, wait_for};
+
+const NODES: usize = 3;
+const PODS: usize = 1;
+
+/// Runs `scenario` on a kernel-only lab and on a fast-path lab of the same shape; returns
+/// both results, the kernel's first.
+fn both<T>(name: &str, scenario: impl Fn(&Lab) -> T) -> (T, T) {
+    let spec = |mode| Spec {
+        ipv6: false,
+        ..Spec::new(NODES, PODS, mode)
+    };
+    let kernel = {
+        let lab = Lab::start(&format!("k{name}"), &spec(Mode::KernelOnly));
+        scenario(&lab)
+    };
+    let lab = Lab::start(&format!("f{name}"), &spec(Mode::FastPath));
+    (kernel, scenario(&lab))
+}
+
+/// Pings both ways between every pair of pods, so that the agents know every pod and the next
+/// hops are resolved: from here on the fast path, not the kernel's first packets, decides.
+/// With agents, checks that n1's pod reaches n3's pod on the fast path.
+fn warm_up(lab: &Lab) {
+    for (a, b) in [(1, 2), (1, 3), (2, 3)] {
+        for (x, y) in [(a, b), (b, a)] {
+            let s = lab.ping(
+                lab.pod(x, 1),
+                lab.pod(y, 1).ip(),
+                3,
+                Duration::from_millis(100),
+            );
+            assert_eq!(s.received, 3, "warm-up n{x}p1 → n{y}p1");
+        }
+    }
+    if lab.mode() == Mode::FastPath {
+        let before = lab.fast_path_counters(1);
+        lab.ping(
+            lab.pod(1, 1),
+            lab.pod(3, 1).ip(),
+            3,
+            Duration::from_millis(50),
+        );
+        let c = lab.fast_path_counters(1).since(&before);
+        assert!(
+            c.get(hook::EGRESS, reason::FAST_EGRESS) >= 3,
+            "n1p1 → n3p1 took the fast path: {:?}",
+            c.nonzero()
+        );
+    }
+}
+
+/// With agents, waits until `done` holds for node 1; the kernel path has nothing to wait for.
+fn settle(lab: &Lab, what: &str, done: impl Fn() -> bool) {
+    if lab.mode() != Mode::FastPath {
+        return;
+    }
+    wait_for(
+        Duration::from_secs(10),
+        || format!("n1's agent: {what}\n{}", lab.agent_log(1)),
+        || done().then_some(()),
+    );
+}
+
+/// The kernel's path from n1p1 to n2p1 goes through n3, and the fast path's is the same.
+fn assert_same_path_via_n3(kernel: &[Option<Ipv4Addr>], fast: &[Option<Ipv4Addr>]) {
+    assert!(
+        kernel.contains(&Some(uplink_ip(3))),
+        "the kernel path goes through n3: {kernel:?}"
+    );
+    assert_eq!(fast, kernel, "the hops from n1p1 to n2p1");
+}
+
+/// The hops from n1's pod to n2's pod.
+fn path(lab: &Lab) -> Vec<Option<Ipv4Addr>> {
+    lab.traceroute(lab.pod(1, 1), lab.pod(2, 1).ip())
+}
+
+#[test]
+fn a_more_specific_route_inside_a_remote_cidr_is_followed() {
+    let (kernel, fast) = both("rtinside", |lab| {
+        warm_up(lab);
+        let to = format!("{}/32", lab.pod(2, 1).ip());
+        let via = lab.node(3).uplink_ip().to_string();
+        lab.node(1)
+            .ns()
+            .ip(&["route", "add", &to, "via", &via, "dev", UPLINK]);
+        let cidr = lab.node(2).pod_cidr();
+        settle(lab, "flag n2's CIDR to ask the FIB", || {
+            lab.trie_entry(1, &cidr)
+                .is_some_and(|e| e.route.flags & ROUTE_F_FIB != 0)
+        });
+        path(lab)
+    });
+    assert_same_path_via_n3(&kernel, &fast);
+}
+
+#[test]
+fn a_policy_routing_rule_is_followed() {
+    let (kernel, fast) = both("rtrule", |lab| {
+        warm_up(lab);
+        let ns = lab.node(1).ns();
+        let via = lab.node(3).uplink_ip().to_string();
+        ns.ip(&[
+            "route",
+            "add",
+            &lab.node(2).pod_cidr(),
+            "via",
+            &via,
+            "dev",
+            UPLINK,
+            "table",
+            "100",
+        ]);
+        ns.ip(&[
+            "rule",
+            "add",
+            "from",
+            &lab.pod(1, 1).ip().to_string(),
+            "lookup",
+            "100",
+            "pref",
+            "100",
+        ]);
+        settle(lab, "see the policy rule", || {
+            lab.state_flags(1) & STATE_F_POLICY != 0
+        });
+        path(lab)
+    });
+    assert_same_path_via_n3(&kernel, &fast);
+}
+
+#[test]
+fn an_xfrm_policy_applies_to_forwarded_traffic() {
+    let (kernel, fast) = both("xfrm", |lab| {
+        warm_up(lab);
+        lab.node(1).ns().ip(&[
+            "xfrm",
+            "policy",
+            "add",
+            "src",
+            &lab.node(1).pod_cidr(),
+            "dst",
+            &lab.node(2).pod_cidr(),
+            "dir",
+            "fwd",
+            "action",
+            "block",
+        ]);
+        settle(lab, "see the xfrm policy", || {
+            lab.state_flags(1) & STATE_F_XFRM != 0
+        });
+        let blocked = lab
+            .ping(
+                lab.pod(1, 1),
+                lab.pod(2, 1).ip(),
+                5,
+                Duration::from_millis(20),
+            )
+            .received;
+        let other = lab
+            .ping(
+                lab.pod(1, 1),
+                lab.pod(3, 1).ip(),
+                5,
+                Duration::from_millis(20),
+            )
+            .received;
+        (blocked, other)
+    });
+    assert_eq!(kernel, (0, 5), "the kernel path, which is the judge");
+    assert_eq!(fast, kernel, "pings received: to n2p1 (blocked), to n3p1");
+}
