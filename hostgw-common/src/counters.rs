@@ -90,8 +90,11 @@ pub mod reason {
     pub const PASS_POLICY: u32 = 23;
     /// Handed on: the node has xfrm (`IPsec`) policies (`STATE_F_XFRM`).
     pub const PASS_XFRM: u32 = 24;
+    /// Handed on: the FIB sends it back out of the interface it came in on (a pod reaching a
+    /// pod of its own node through the gateway), where the kernel also sends an ICMP redirect.
+    pub const PASS_HAIRPIN: u32 = 25;
     /// Number of reasons.
-    pub const COUNT: u32 = 25;
+    pub const COUNT: u32 = 26;
     /// Names, indexed by reason id, as metrics and `stats` print them.
     pub const NAMES: [&str; COUNT as usize] = [
         "fast_egress",
@@ -119,6 +122,7 @@ pub mod reason {
         "pass_tc_shared",
         "pass_policy",
         "pass_xfrm",
+        "pass_hairpin",
     ];
 }
 

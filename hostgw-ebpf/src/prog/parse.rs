@@ -160,6 +160,19 @@ fn ethernet<H: Hook>(h: &H, router_mac: &[u8; 6]) -> Result<[u8; 2], Unfit> {
     Ok([eth[12], eth[13]])
 }
 
+/// Refuses an IP frame with a multicast or all-zero source MAC: the bridge drops such a frame,
+/// so the stack decides.
+#[inline(always)]
+fn valid_source<H: Hook>(h: &H) -> Result<(), Unfit> {
+    let smac: *const [u8; 6] = h.ptr_at(6).ok_or(Unfit::Malformed)?;
+    // SAFETY: `ptr_at` checked the six bytes lie inside the packet.
+    let smac = unsafe { *smac };
+    if smac[0] & 1 != 0 || smac == [0; 6] {
+        return Err(Unfit::Malformed);
+    }
+    Ok(())
+}
+
 /// The length of the L3 packets that will leave: `len` (the packet's own), or for a GSO packet
 /// that of each segment (`l3_hdr` + L4 header at `l4_off` + `gso_size`). `None` for a GSO
 /// packet whose L4 header this does not read (neither TCP nor UDP).
@@ -216,6 +229,7 @@ pub fn ipv4<H: Hook>(h: &H, router_mac: &[u8; 6]) -> Result<Ipv4, Unfit> {
     if ethernet(h, router_mac)? != ETH_P_IP {
         return Err(Unfit::NotIp);
     }
+    valid_source(h)?;
 
     let ip: *const [u8; IPV4_LEN] = h.ptr_at(ETH_LEN).ok_or(Unfit::Malformed)?;
     // SAFETY: as above.
@@ -263,6 +277,7 @@ pub fn ipv6<H: Hook>(h: &H, router_mac: &[u8; 6]) -> Result<Ipv6, Unfit> {
     if ethernet(h, router_mac)? != ETH_P_IPV6 {
         return Err(Unfit::NotIp);
     }
+    valid_source(h)?;
     let ip: *const [u8; IPV6_LEN] = h.ptr_at(ETH_LEN).ok_or(Unfit::Malformed)?;
     // SAFETY: `ptr_at` checked that the whole header lies inside the packet. Read in place:
     // a copy would cost stack the IPv6 path does not have to spare.

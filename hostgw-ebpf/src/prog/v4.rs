@@ -225,6 +225,13 @@ fn fib(ctx: &TcContext, iif: u32, ip: &Ipv4, cfg: &Config) -> Action {
         )
     };
     match rc as u32 {
+        // Back out of the bridge it came in on: the kernel forwards it with an ICMP redirect
+        // (a pod reaching a pod of its own node through the gateway); the stack's to do.
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH
+            if iif == cfg.bridge_ifindex && p.ifindex == iif =>
+        {
+            Action::Pass(reason::PASS_HAIRPIN)
+        }
         BPF_FIB_LKUP_RET_SUCCESS => Action::Redirect {
             reason: reason::FIB_FORWARD,
             ifindex: p.ifindex,

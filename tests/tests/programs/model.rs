@@ -314,6 +314,10 @@ pub(crate) fn model(prog: Prog, f: &[u8], w: &World) -> Expect {
         return Pass(reason::PASS_NOT_ROUTED);
     }
     match f[12..14] {
+        // A multicast or all-zero source, which the bridge drops.
+        [8, 0] | [0x86, 0xdd] if f[6] & 1 != 0 || f[6..12] == [0; 6] => {
+            return Pass(reason::PASS_MALFORMED);
+        }
         [8, 0] => {}
         [0x86, 0xdd] => return model6(prog, f, w),
         _ => return Pass(reason::PASS_NOT_IP),

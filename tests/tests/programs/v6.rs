@@ -325,6 +325,22 @@ fn decision_table_v6_rows(world: &World) {
             expect: fast_egress,
         },
         Row {
+            name: "egress6: multicast source MAC (the bridge drops it)",
+            prog: e,
+            frame: with6(egress6, |f| f.smac = [0x33, 0x33, 0, 0, 0, 1]),
+            ifindex: port,
+            gso: 0,
+            expect: pass(reason::PASS_MALFORMED),
+        },
+        Row {
+            name: "egress6: through the gateway to a pod of this node (the kernel redirects it)",
+            prog: e,
+            frame: with6(egress6, |f| f.dst = v6(0x79, 9)),
+            ifindex: port,
+            gso: 0,
+            expect: pass(reason::PASS_HAIRPIN),
+        },
+        Row {
             name: "egress6: spoofed source (not a pod of this node)",
             prog: e,
             frame: with6(egress6, |f| f.src = v6(0x79, 0x99)),
