@@ -93,8 +93,11 @@ pub mod reason {
     /// Handed on: the FIB sends it back out of the interface it came in on (a pod reaching a
     /// pod of its own node through the gateway), where the kernel also sends an ICMP redirect.
     pub const PASS_HAIRPIN: u32 = 25;
+    /// Handed on: for an address of this node's pod network without a neighbour entry, the
+    /// stack resolves it, and answers "host unreachable" when nothing does.
+    pub const PASS_UNRESOLVED: u32 = 26;
     /// Number of reasons.
-    pub const COUNT: u32 = 26;
+    pub const COUNT: u32 = 27;
     /// Names, indexed by reason id, as metrics and `stats` print them.
     pub const NAMES: [&str; COUNT as usize] = [
         "fast_egress",
@@ -123,6 +126,7 @@ pub mod reason {
         "pass_policy",
         "pass_xfrm",
         "pass_hairpin",
+        "pass_unresolved",
     ];
 }
 

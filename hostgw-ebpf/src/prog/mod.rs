@@ -44,7 +44,10 @@ mod v6;
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{__sk_buff, TC_ACT_UNSPEC, bpf_redir_neigh, xdp_action, xdp_md},
-    helpers::generated::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::generated::{
+        bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer, bpf_skb_change_tail,
+        bpf_xdp_adjust_tail,
+    },
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -57,7 +60,7 @@ use self::{
     action::{Action, Nexthop},
     hooks::{Tc, Xdp},
     maps::{CONFIG, count, hook_flags, state},
-    parse::{Hook, rewrite_v4, rewrite_v6},
+    parse::{ETH_LEN, Hook, IPV6_LEN, rewrite_v4, rewrite_v6},
 };
 
 /// `AF_INET` and `AF_INET6`, as `bpf_redir_neigh` wants them.
@@ -174,6 +177,26 @@ fn rewrite<H: Hook>(h: &H, family: u32, macs: Option<(&[u8; 6], &[u8; 6])>) -> b
     }
 }
 
+/// The bytes after the IP packet in a checked frame of `family` (0 for a GSO packet, whose
+/// length is not its segments').
+#[inline(always)]
+fn trailer<H: Hook>(h: &H, family: u32) -> u32 {
+    if h.gso_size() != 0 {
+        return 0;
+    }
+    let (at, fixed) = if family == family::IPV6 {
+        (ETH_LEN + 4, (ETH_LEN + IPV6_LEN) as u32)
+    } else {
+        (ETH_LEN + 2, ETH_LEN as u32)
+    };
+    let Some(field) = h.ptr_at::<[u8; 2]>(at) else {
+        return 0;
+    };
+    // SAFETY: `ptr_at` checked both bytes lie inside the packet.
+    let end = fixed + u32::from(u16::from_be_bytes(unsafe { *field }));
+    h.len().saturating_sub(end)
+}
+
 /// Carries out the XDP program's decision: `XDP_TX` for a transit redirect back out of the
 /// uplink, otherwise pass (to the stack, or to the TC hook which decides again).
 #[inline(always)]
@@ -186,7 +209,13 @@ fn xdp_apply(x: &Xdp, family: u32, action: Action) -> u32 {
             dmac,
             smac,
         } if ifindex == x.ingress_ifindex() && hook_flags(ifindex) & HOOK_F_SHARED_INGRESS == 0 => {
-            if !rewrite(x, family, Some((&dmac, &smac))) {
+            let trimmed = match trailer(x, family) {
+                0 => true,
+                // SAFETY: the context is the program's own; the helper shrinks the frame by
+                // the trailer's length, which lies inside it.
+                n => unsafe { bpf_xdp_adjust_tail(x.0.ctx, -(n as i32)) == 0 },
+            };
+            if !trimmed || !rewrite(x, family, Some((&dmac, &smac))) {
                 count(family, hook::INGRESS_XDP, reason::PASS_MALFORMED, len);
                 return xdp_action::XDP_PASS;
             }
@@ -227,11 +256,21 @@ fn apply(tc: &Tc, family: u32, hook: u32, action: Action) -> i32 {
         },
         _ => action,
     };
+    if let Action::Pass(why) = action {
+        count(family, hook, why, len);
+        return TC_ACT_UNSPEC;
+    }
+    // Bytes after the IP packet (an Ethernet trailer, padding): the kernel trims them on
+    // receive (`pskb_trim_rcsum`), so do the helper (which keeps `skb->csum` right too).
+    let trim = trailer(tc, family);
+    // SAFETY: the context is the program's own; the new length lies inside the packet.
+    if trim != 0 && unsafe { bpf_skb_change_tail(tc.0.skb.skb, len - trim, 0) } != 0 {
+        count(family, hook, reason::PASS_MALFORMED, len);
+        return TC_ACT_UNSPEC;
+    }
     let (why, rewritten) = match &action {
-        Action::Pass(why) => {
-            count(family, hook, *why, len);
-            return TC_ACT_UNSPEC;
-        }
+        // Returned above.
+        Action::Pass(_) => return TC_ACT_UNSPEC,
         Action::Redirect {
             reason, dmac, smac, ..
         } => (*reason, rewrite(tc, family, Some((dmac, smac)))),

@@ -232,6 +232,11 @@ fn fib(ctx: &TcContext, iif: u32, ip: &Ipv6, cfg: &Config) -> Action {
         {
             Action::Pass(reason::PASS_HAIRPIN)
         }
+        // A pod address nobody answers for: the kernel's neighbour code sends "host
+        // unreachable" after its timeout, bpf_redirect_neigh would stay silent.
+        BPF_FIB_LKUP_RET_NO_NEIGH if p.ifindex == cfg.bridge_ifindex => {
+            Action::Pass(reason::PASS_UNRESOLVED)
+        }
         BPF_FIB_LKUP_RET_SUCCESS => Action::Redirect {
             reason: reason::FIB_FORWARD,
             ifindex: p.ifindex,

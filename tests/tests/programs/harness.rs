@@ -502,11 +502,19 @@ fn rewritten(
     dmac: Option<[u8; 6]>,
     smac: Option<[u8; 6]>,
 ) -> Result<(), String> {
+    // Bytes after the IP packet (an Ethernet trailer, padding) are trimmed, as the kernel
+    // trims them on receive.
+    let ip_end = if frame_family(input) == family::IPV6 {
+        IP + 40 + usize::from(u16::from_be_bytes([input[IP + 4], input[IP + 5]]))
+    } else {
+        IP + usize::from(u16::from_be_bytes([input[IP + 2], input[IP + 3]]))
+    };
+    let want_len = input.len().min(ip_end);
     ensure!(
-        out.len() == input.len(),
-        "{name}: length changed from {} to {}",
-        input.len(),
-        out.len()
+        out.len() == want_len,
+        "{name}: {} bytes out of {} in, expected {want_len} (the IP packet without a trailer)",
+        out.len(),
+        input.len()
     );
     let want_dmac = dmac.unwrap_or_else(|| input[0..6].try_into().unwrap());
     let want_smac = smac.unwrap_or_else(|| input[6..12].try_into().unwrap());
@@ -537,7 +545,7 @@ fn rewritten(
             out[IP + 7]
         );
         same(12..IP + 7)?;
-        return same(IP + 8..input.len());
+        return same(IP + 8..want_len);
     }
     ensure!(
         out[IP + 8] == input[IP + 8].wrapping_sub(1),
@@ -554,7 +562,7 @@ fn rewritten(
     );
     same(12..IP + 8)?;
     same(IP + 9..IP + 10)?;
-    same(IP + 12..input.len())
+    same(IP + 12..want_len)
 }
 
 /// Panics unless `out` is `input` correctly forwarded (see [`rewritten`]).

@@ -214,7 +214,7 @@ fn decision_table_rows(world: &World) {
             expect: pass(reason::PASS_MALFORMED),
         },
         Row {
-            name: "egress: total length shorter than the frame (padding) is fine",
+            name: "egress: total length shorter than the frame: the trailer is trimmed, the packet forwarded",
             prog: e,
             frame: with(egress_frame, |f| f.tot_len = Some(30)),
             ifindex: port,
@@ -482,12 +482,12 @@ fn decision_table_rows(world: &World) {
             expect: fwd(reason::FAST_TRANSIT, NODE45_MAC, UPLINK_MAC),
         },
         Row {
-            name: "ingress: pod not in the endpoint table → FIB → bridge",
+            name: "ingress: unresolved pod address → the stack resolves it (or says unreachable)",
             prog: i,
             frame: with(ingress_frame, |f| f.dst = [10, 1, 79, 77]),
             ifindex: up,
             gso: 0,
-            expect: NEIGH,
+            expect: pass(reason::PASS_UNRESOLVED),
         },
         Row {
             name: "ingress: to the node's uplink address",
@@ -526,6 +526,17 @@ fn decision_table_rows(world: &World) {
             name: "xdp: transit goes back out with XDP_TX",
             prog: x,
             frame: with(ingress_frame, |f| f.dst = SMALL_MTU),
+            ifindex: up,
+            gso: 0,
+            expect: fwd(reason::FAST_TRANSIT, NODE45_MAC, UPLINK_MAC),
+        },
+        Row {
+            name: "xdp: transit with a trailer: trimmed, then back out with XDP_TX",
+            prog: x,
+            frame: with(ingress_frame, |f| {
+                f.dst = SMALL_MTU;
+                f.tot_len = Some(40);
+            }),
             ifindex: up,
             gso: 0,
             expect: fwd(reason::FAST_TRANSIT, NODE45_MAC, UPLINK_MAC),
