@@ -96,8 +96,11 @@ pub mod reason {
     /// Handed on: for an address of this node's pod network without a neighbour entry, the
     /// stack resolves it, and answers "host unreachable" when nothing does.
     pub const PASS_UNRESOLVED: u32 = 26;
+    /// Conntrack gate: the flow's entry has not seen a reply yet (or has a helper): to the
+    /// stack, where conntrack sees it, as netfilter's flowtable requires.
+    pub const CT_UNREPLIED: u32 = 27;
     /// Number of reasons.
-    pub const COUNT: u32 = 27;
+    pub const COUNT: u32 = 28;
     /// Names, indexed by reason id, as metrics and `stats` print them.
     pub const NAMES: [&str; COUNT as usize] = [
         "fast_egress",
@@ -127,6 +130,7 @@ pub mod reason {
         "pass_xfrm",
         "pass_hairpin",
         "pass_unresolved",
+        "ct_unreplied",
     ];
 }
 

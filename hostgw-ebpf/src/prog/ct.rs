@@ -1,5 +1,6 @@
 //! The conntrack gate: a flow may take the fast path only when netfilter's conntrack has
-//! confirmed it and it carries no NAT — the contract of netfilter's flowtable. Everything
+//! confirmed it, seen its reply, and it carries no NAT and no helper — the contract of
+//! netfilter's flowtable. Everything
 //! else (a flow's first packets, flows with NAT such as kube-proxy's services and masquerade,
 //! protocols the kernel's lookup does not support) goes through the stack, where netfilter
 //! sees it.
@@ -21,6 +22,10 @@ use super::parse::{ETH_LEN, Hook, IPV4_LEN, IPV6_LEN, Ipv4, Ipv6};
 
 /// `IPS_SRC_NAT` and `IPS_DST_NAT` of `enum ip_conntrack_status`.
 const IPS_NAT_MASK: u64 = (1 << 4) | (1 << 5);
+/// `IPS_SEEN_REPLY`: conntrack has seen packets in both directions.
+const IPS_SEEN_REPLY: u64 = 1 << 1;
+/// `IPS_HELPER`: a conntrack helper is attached (FTP, SIP…), which must see every packet.
+const IPS_HELPER: u64 = 1 << 13;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const ENOENT: i32 = 2;
@@ -212,6 +217,12 @@ fn lookup<H: Hook>(
     }
     if status & IPS_NAT_MASK != 0 {
         return Err(reason::CT_NAT);
+    }
+    // netfilter's flowtable offloads only flows seen both ways and without a helper: until
+    // the reply has gone through the stack, conntrack must see the flow (or its entry stays
+    // unreplied and expires under it).
+    if status & IPS_SEEN_REPLY == 0 || status & IPS_HELPER != 0 {
+        return Err(reason::CT_UNREPLIED);
     }
     super::maps::count(family, hook, reason::CT_ESTABLISHED, h.len());
     Ok(())

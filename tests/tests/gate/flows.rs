@@ -308,6 +308,8 @@ fn auto_gate_keeps_a_forward_drop_rule_dropping() {
              }}\n"
         ),
     );
+    // The gate goes on within milliseconds of the rule (a datagram sent in those could pass).
+    wait_gate(&lab, 1, true, GATE_TIMEOUT);
     let replies = udp_exchange(lab.pod(1, 1).netns(), to, 5);
     assert!(
         replies.iter().all(|r| *r == UdpReply::Nothing) && server.peers(Proto::Udp).is_empty(),
@@ -317,5 +319,4 @@ fn auto_gate_keeps_a_forward_drop_rule_dropping() {
     );
     let result = tcp_exchange(lab.pod(1, 1).netns(), to, ROUNDS);
     assert!(result.is_ok(), "TCP between the same pods: {result:?}");
-    assert_eq!(gate_logged(&lab, 1), Some(true), "n1's gate");
 }

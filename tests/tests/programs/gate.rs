@@ -147,6 +147,30 @@ fn conntrack_gate() {
         ];
         table.gated(&progs, &gated);
 
+        // Confirmed but never replied to (a SYN forwarded, a one-way UDP stream): the stack's,
+        // so that conntrack sees the reply and the entry does not expire under a live flow.
+        ct("-p udp -s 10.1.79.3 -d 10.1.27.4 --sport 40003 --dport 5201 -t 120");
+        ct("-p tcp -s 10.1.79.3 -d 10.1.27.4 --sport 41003 --dport 80 --state SYN_SENT -t 120");
+        let unreplied = vec![
+            Row {
+                name: "gate: UDP without a reply seen (one way so far)",
+                prog: e,
+                frame: udp(POD, REMOTE, 40003, 5201, BRIDGE_MAC, POD_MAC),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::CT_UNREPLIED),
+            },
+            Row {
+                name: "gate: TCP after its SYN, before the SYN-ACK went through the stack",
+                prog: e,
+                frame: tcp(POD, REMOTE, 41003, 80),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::CT_UNREPLIED),
+            },
+        ];
+        table.check(&progs, &unreplied);
+
         // NAT: a service's DNAT (the reply comes back from the backend) and a masquerade.
         ct(
             "-p udp -s 10.1.79.3 -d 10.96.0.10 --sport 40001 --dport 53 -t 120 --dst-nat 10.1.27.4:5353",
