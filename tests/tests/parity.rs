@@ -5,9 +5,14 @@
 //!
 //! - a more specific route inside a remote pod CIDR (n2's pod via n3);
 //! - a policy routing rule (n1's pod routed by a table of its own, via n3);
-//! - an xfrm policy that blocks forwarding between the pod CIDRs.
+//! - an xfrm policy that blocks forwarding between the pod CIDRs;
+//! - an MTU set on the route to a remote pod CIDR: a DF packet over it gets "fragmentation
+//!   needed" from the first node.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
 use hostgw_common::{
     ROUTE_F_FIB, STATE_F_POLICY, STATE_F_XFRM,
@@ -185,4 +190,59 @@ fn an_xfrm_policy_applies_to_forwarded_traffic() {
     });
     assert_eq!(kernel, (0, 5), "the kernel path, which is the judge");
     assert_eq!(fast, kernel, "pings received: to n2p1 (blocked), to n3p1");
+}
+
+/// What `ping -M do -s size` from pod `from` to `to` saw: replies received, and whether an
+/// ICMP error said the path's MTU is `mtu`.
+fn df_ping(lab: &Lab, from: (usize, usize), to: IpAddr, size: u32, mtu: u32) -> (u32, bool) {
+    let out = lab
+        .pod(from.0, from.1)
+        .ns()
+        .command("ping")
+        .args(["-n", "-c", "3", "-i", "0.2", "-W", "1", "-M", "do", "-s"])
+        .arg(size.to_string())
+        .arg(to.to_string())
+        .output()
+        .expect("ping runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let received = text
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once(" packets transmitted, ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no ping summary in {text}"));
+    (received, text.contains(&format!("mtu = {mtu}")))
+}
+
+#[test]
+fn an_mtu_on_the_route_to_a_remote_cidr_is_honoured() {
+    // 1372 bytes of ICMP data make a 1400-byte IPv4 packet.
+    let (under, over) = (1372, 1392);
+    let (kernel, fast) = both("rtmtu", |lab| {
+        warm_up(lab);
+        let cidr = lab.node(2).pod_cidr();
+        let via = lab.node(2).uplink_ip().to_string();
+        lab.node(1).ns().ip(&[
+            "route", "change", &cidr, "via", &via, "dev", UPLINK, "proto", "203", "mtu", "1400",
+        ]);
+        settle(lab, "put the route's MTU into the trie", || {
+            lab.trie_entry(1, &cidr)
+                .is_some_and(|e| e.route.mtu == 1400)
+        });
+        let to = IpAddr::from(lab.pod(2, 1).ip());
+        (
+            df_ping(lab, (1, 1), to, under, 1400),
+            df_ping(lab, (1, 1), to, over, 1400),
+        )
+    });
+    assert_eq!(
+        kernel,
+        ((3, false), (0, true)),
+        "the kernel path, which is the judge: (under the route's MTU, over it)"
+    );
+    assert_eq!(
+        fast, kernel,
+        "(received, told mtu = 1400) under and over the route's MTU"
+    );
 }

@@ -20,7 +20,7 @@ use rtnetlink::{
         AddressFamily,
         address::AddressAttribute,
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
-        route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol},
+        route::{RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteProtocol},
     },
     packet_utils::nla::{DefaultNla, Nla as _},
 };
@@ -124,7 +124,7 @@ fn extra_rule(msg: &rtnetlink::packet_route::rule::RuleMessage) -> Option<String
 /// The route in `msg` if it is in the main table.
 fn main_route(msg: &RouteMessage) -> Option<Route> {
     let mut table = u32::from(msg.header.table);
-    let (mut dst, mut via, mut oif, mut metric) = (None, None, None, None);
+    let (mut dst, mut via, mut oif, mut metric, mut mtu) = (None, None, None, None, None);
     for attr in &msg.attributes {
         match attr {
             RouteAttribute::Table(t) => table = *t,
@@ -132,6 +132,12 @@ fn main_route(msg: &RouteMessage) -> Option<Route> {
             RouteAttribute::Gateway(a) => via = ip_of(a),
             RouteAttribute::Oif(i) => oif = Some(*i),
             RouteAttribute::Priority(p) => metric = Some(*p),
+            RouteAttribute::Metrics(m) => {
+                mtu = m.iter().find_map(|m| match m {
+                    RouteMetric::Mtu(v) => Some(*v),
+                    _ => None,
+                });
+            }
             _ => {}
         }
     }
@@ -153,6 +159,7 @@ fn main_route(msg: &RouteMessage) -> Option<Route> {
         via,
         oif,
         metric,
+        mtu,
     })
 }
 

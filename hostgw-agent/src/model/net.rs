@@ -42,6 +42,8 @@ pub struct Route {
     /// The route's metric (`RTA_PRIORITY`), when the kernel reports one: part of what
     /// identifies the route for a delete.
     pub metric: Option<u32>,
+    /// The route's own MTU (`RTAX_MTU`), when one is set (`ip route … mtu 1400`).
+    pub mtu: Option<u32>,
 }
 
 /// Whether a neighbour entry has a usable link-layer address.

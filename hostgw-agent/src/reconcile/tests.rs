@@ -98,6 +98,7 @@ impl Host for Fake {
                     via: Some(via),
                     oif: Some(oif),
                     metric: None,
+                    mtu: None,
                 });
             }
             Op::PutTrie { cidr, route } => {
@@ -302,6 +303,7 @@ fn route(cidr: &str, via: &str) -> Route {
         via: Some(ip(via)),
         oif: Some(UPLINK),
         metric: None,
+        mtu: None,
     }
 }
 

@@ -365,10 +365,17 @@ fn network_via(desired: &Desired, actual: &Observed, uplink: &Uplink) -> Vec<Op>
         if defers_to_fib(cidr, &actual.other_routes) {
             flags |= ROUTE_F_FIB;
         }
+        // An MTU set on our route (`ip route change … mtu 1400`) is honoured as the kernel does.
+        let mtu = actual
+            .routes
+            .iter()
+            .find(|r| r.cidr == *cidr && r.via == Some(remote.via))
+            .and_then(|r| r.mtu)
+            .map_or(uplink.mtu, |m| m.min(uplink.mtu));
         let route = TrieRoute {
             node_ip: remote.via,
             ifindex: uplink.index,
-            mtu: uplink.mtu,
+            mtu,
             flags,
             node_mac: mac.unwrap_or_default(),
             uplink_mac: uplink.mac,

@@ -50,6 +50,7 @@ fn kroute(cidr: &str, via: &str, oif: u32) -> Route {
         via: Some(ip(via)),
         oif: Some(oif),
         metric: None,
+        mtu: None,
     }
 }
 
@@ -202,6 +203,26 @@ fn other_routes_inside_a_remote_cidr_make_its_entry_ask_the_fib() {
             route: trie_entry("172.20.11.42", Some(42))
         }]
     );
+}
+
+/// An MTU an operator sets on our route reaches its trie entry, as the kernel honours it.
+#[test]
+fn an_mtu_on_our_route_reaches_the_trie() {
+    let d = desired(&[("10.1.27.0/24", "172.20.11.42")]);
+    let mut a = converged(&d);
+    a.routes[0].mtu = Some(1400);
+    let mut entry = trie_entry("172.20.11.42", Some(42));
+    entry.mtu = 1400;
+    assert_eq!(
+        network_via(&d, &a, &UPLINK),
+        vec![Op::PutTrie {
+            cidr: net("10.1.27.0/24"),
+            route: entry
+        }]
+    );
+    // Above the uplink's MTU it changes nothing.
+    a.routes[0].mtu = Some(9000);
+    assert_eq!(network_via(&d, &a, &UPLINK), vec![]);
 }
 
 /// Policy routing rules and xfrm policies send routed traffic to the stack: the node state
