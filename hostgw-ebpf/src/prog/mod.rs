@@ -261,7 +261,7 @@ fn apply(tc: &Tc, family: u32, hook: u32, action: Action) -> i32 {
         return TC_ACT_UNSPEC;
     }
     // Bytes after the IP packet (an Ethernet trailer, padding): the kernel trims them on
-    // receive (`pskb_trim_rcsum`), so do the helper (which keeps `skb->csum` right too).
+    // receive (`pskb_trim_rcsum`), and so does the helper here, which keeps `skb->csum` right.
     let trim = trailer(tc, family);
     // SAFETY: the context is the program's own; the new length lies inside the packet.
     if trim != 0 && unsafe { bpf_skb_change_tail(tc.0.skb.skb, len - trim, 0) } != 0 {
