@@ -280,6 +280,27 @@ impl Labs {
             }
             gate.restart_agent_with(i, &["--conntrack-gate", "on"]);
         }
+        // The forwarding loads are one-way floods (UDP 40000 → 5201, pod n1p1 → pod n2p1),
+        // which the gate leaves to the stack until conntrack has seen a reply, as netfilter's
+        // flowtable does. A real flow gets its reply; these get a confirmed entry that has
+        // seen one, on both nodes and for both families, so the gate rows measure the gate.
+        let (p1, p2) = (gate.pod(1, 1), gate.pod(2, 1));
+        let flows = [
+            (p1.ip().to_string(), p2.ip().to_string()),
+            (p1.ip6().to_string(), p2.ip6().to_string()),
+        ];
+        for i in 1..=2 {
+            for (src, dst) in &flows {
+                let insert = format!(
+                    "conntrack -I -p udp -s {src} -d {dst} --sport 40000 --dport 5201 \
+                     -t 7200 -u SEEN_REPLY,ASSURED"
+                );
+                if let Err(e) = host::ns_sh(gate.node(i).netns(), &insert) {
+                    r.failures
+                        .push(format!("conntrack entry for the loads on bg n{i}: {e}"));
+                }
+            }
+        }
         let labs = Self { kernel, fast, gate };
         for (v, lab) in labs.all() {
             if let Err(e) = learn(lab) {
