@@ -41,8 +41,10 @@ pub enum Error {
     /// The netlink socket could not be opened.
     #[error("cannot open a netlink socket")]
     Netlink(#[source] std::io::Error),
+    /// The nftables change notifications could not be subscribed to.
     #[error("cannot subscribe to nftables changes")]
     Netfilter(#[source] std::io::Error),
+    /// The xfrm policy notifications could not be subscribed to.
     #[error("cannot subscribe to xfrm policy changes")]
     Xfrm(#[source] std::io::Error),
     /// A reconcile round, or the netlink subscription, failed.

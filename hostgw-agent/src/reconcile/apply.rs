@@ -46,8 +46,9 @@ fn tc_users(uplink: &Link, bridge: &Link, ports: &[Link]) -> BTreeMap<u32, TcUse
 /// What a round reads from and writes to.
 pub trait Host {
     /// Reads the state of the uplink and the bridge called so, their routes, neighbours and
-    /// FDB, the forwarding sysctls, the other tc users, the maps and the port hooks; what of
-    /// netfilter acts on forwarded traffic too when `netfilter` is set.
+    /// FDB, the main table's other routes, the policy rules and xfrm policies, the forwarding
+    /// sysctls, the other tc users, the maps and the port hooks; what of netfilter acts on
+    /// forwarded traffic too when `netfilter` is set.
     async fn observe(
         &mut self,
         uplink: &str,
