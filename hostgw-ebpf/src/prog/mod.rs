@@ -256,10 +256,17 @@ fn apply(tc: &Tc, family: u32, hook: u32, action: Action) -> i32 {
         },
         _ => action,
     };
-    if let Action::Pass(why) = action {
-        count(family, hook, why, len);
-        return TC_ACT_UNSPEC;
-    }
+    let (why, macs) = match &action {
+        Action::Pass(why) => {
+            count(family, hook, *why, len);
+            return TC_ACT_UNSPEC;
+        }
+        Action::Redirect {
+            reason, dmac, smac, ..
+        } => (*reason, Some((*dmac, *smac))),
+        Action::Peer { dmac, smac, .. } => (reason::FAST_INGRESS, Some((*dmac, *smac))),
+        Action::Neigh { .. } => (reason::NEIGH_REDIRECT, None),
+    };
     // Bytes after the IP packet (an Ethernet trailer, padding): the kernel trims them on
     // receive (`pskb_trim_rcsum`), and so does the helper here, which keeps `skb->csum` right.
     let trim = trailer(tc, family);
@@ -268,19 +275,7 @@ fn apply(tc: &Tc, family: u32, hook: u32, action: Action) -> i32 {
         count(family, hook, reason::PASS_MALFORMED, len);
         return TC_ACT_UNSPEC;
     }
-    let (why, rewritten) = match &action {
-        // Returned above.
-        Action::Pass(_) => return TC_ACT_UNSPEC,
-        Action::Redirect {
-            reason, dmac, smac, ..
-        } => (*reason, rewrite(tc, family, Some((dmac, smac)))),
-        Action::Peer { dmac, smac, .. } => (
-            reason::FAST_INGRESS,
-            rewrite(tc, family, Some((dmac, smac))),
-        ),
-        Action::Neigh { .. } => (reason::NEIGH_REDIRECT, rewrite(tc, family, None)),
-    };
-    if !rewritten {
+    if !rewrite(tc, family, macs.as_ref().map(|(d, s)| (d, s))) {
         count(family, hook, reason::PASS_MALFORMED, len);
         return TC_ACT_UNSPEC;
     }
