@@ -181,6 +181,16 @@ pub fn run_kernels(series: &[String]) -> anyhow::Result<(u64, Vec<String>)> {
         for f in &fails {
             println!("  failed on {}: {f}", kernel.release);
         }
+        if !fails.is_empty() || !status.success() {
+            // What the VM printed last: why it stopped, when it did.
+            let console = scratch.join(format!("{}.console", kernel.release));
+            let text = std::fs::read_to_string(&console).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            println!("  the VM's console ended with:");
+            for line in &lines[lines.len().saturating_sub(30)..] {
+                println!("    {line}");
+            }
+        }
         if fails.is_empty() && passed == 0 {
             failed.push(format!(
                 "{}: no test ran (log {})",

@@ -115,6 +115,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 
     let mut tally = Tally::default();
     let mut broken = Vec::new();
+    // Every failed test by name, listed again at the end, where a long log's tail shows it.
+    let mut failures = Vec::new();
 
     say("running the unprivileged tests");
     let mut cmd = cargo_test(
@@ -130,7 +132,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         &[],
         opts,
     );
-    run_tests(&mut cmd, &mut tally, &mut broken)?;
+    run_tests(&mut cmd, &mut tally, &mut broken, &mut failures)?;
 
     if opts.no_root {
         say("--no-root: the root tests were not run");
@@ -154,7 +156,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             say("not root: running the test binaries through `sudo -E`");
             cmd.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
         }
-        run_tests(&mut cmd, &mut tally, &mut broken)?;
+        run_tests(&mut cmd, &mut tally, &mut broken, &mut failures)?;
     }
 
     if opts.no_root || opts.no_matrix || !opts.test_args.is_empty() {
@@ -162,12 +164,14 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     } else {
         say("running the kernel matrix: Debian's 6.1 and 6.12 kernels in VMs (cargo xtask matrix)");
         match crate::matrix::run_kernels(&[]) {
-            Ok((passed, failures)) => {
+            Ok((passed, failed_in_vm)) => {
                 tally.passed += passed;
-                tally.failed += failures.len() as u64;
-                for f in failures {
-                    say(format!("failed in the kernel matrix: {f}"));
-                }
+                tally.failed += failed_in_vm.len() as u64;
+                failures.extend(
+                    failed_in_vm
+                        .into_iter()
+                        .map(|f| format!("kernel matrix: {f}")),
+                );
             }
             Err(error) => broken.push(format!("cargo xtask matrix: {error:#}")),
         }
@@ -191,8 +195,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if tally.ignored > 0 {
         say(format!("{} tests are marked ignored", tally.ignored));
     }
+    for f in &failures {
+        println!("failed: {f}");
+    }
     for b in &broken {
-        say(format!("failed: {b}"));
+        println!("failed: {b}");
     }
     let failed = tally.failed + broken.len() as u64;
     println!("{} passed, {failed} failed", tally.passed);
@@ -228,7 +235,12 @@ fn cargo_test(
 /// Runs one `cargo test`, echoing its output while counting libtest's summary lines. A cargo
 /// failure that no failed test explains (a build error, a crashed binary) is recorded in
 /// `broken`.
-fn run_tests(cmd: &mut Command, tally: &mut Tally, broken: &mut Vec<String>) -> anyhow::Result<()> {
+fn run_tests(
+    cmd: &mut Command,
+    tally: &mut Tally,
+    broken: &mut Vec<String>,
+    failures: &mut Vec<String>,
+) -> anyhow::Result<()> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
@@ -239,6 +251,9 @@ fn run_tests(cmd: &mut Command, tally: &mut Tally, broken: &mut Vec<String>) -> 
         let line = line.context("reading cargo test output")?;
         println!("{line}");
         tally.add_line(&line);
+        if let Some(name) = failed_test(&line) {
+            failures.push(name.to_owned());
+        }
     }
     let status = child.wait().context("waiting for cargo test")?;
     if !status.success() && tally.failed == before.failed {
@@ -250,9 +265,24 @@ fn run_tests(cmd: &mut Command, tally: &mut Tally, broken: &mut Vec<String>) -> 
     Ok(())
 }
 
+/// The test a libtest line reports failed (`test gate::flows::x ... FAILED`).
+fn failed_test(line: &str) -> Option<&str> {
+    line.strip_prefix("test ")?.strip_suffix(" ... FAILED")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Tally;
+    use super::{Tally, failed_test};
+
+    #[test]
+    fn failed_tests_are_named() {
+        assert_eq!(
+            failed_test("test flows::a_flow ... FAILED"),
+            Some("flows::a_flow")
+        );
+        assert_eq!(failed_test("test flows::a_flow ... ok"), None);
+        assert_eq!(failed_test("failures:"), None);
+    }
 
     #[test]
     fn tally_sums_libtest_summary_lines() {
