@@ -6,7 +6,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use hostgw_common::{CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, names};
+use hostgw_common::{CONFIG_F_CT_TIMEOUT, CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, names};
 
 use crate::{
     cli,
@@ -16,7 +16,7 @@ use crate::{
         features::{ConntrackKfuncs, Features},
         kfunc,
     },
-    host::{bpffs, iface, netfilter, release, sysctl, xfrm},
+    host::{bpffs, conntrack, iface, netfilter, release, sysctl, xfrm},
     inspect::{http, metrics},
     model::Link,
     reconcile,
@@ -91,12 +91,17 @@ impl Interfaces {
         if !self.uplink.is_veth {
             flags |= CONFIG_F_XDP_TX;
         }
+        if kernel.has_change_timeout() {
+            flags |= CONFIG_F_CT_TIMEOUT;
+        }
         hostgw_common::Config {
             flags,
             uplink_ifindex: self.uplink.index,
             bridge_ifindex: self.bridge.index,
             ct_status_off: kernel.ct_status_off.unwrap_or(0),
             ct_opts_size: kernel.ct_opts_size.unwrap_or(0),
+            ct_timeout_off: kernel.ct_timeout_off.unwrap_or(0),
+            ct_tcp_state_off: kernel.ct_tcp_state_off.unwrap_or(0),
             pad: 0,
         }
     }
@@ -121,6 +126,7 @@ pub fn attach_all(
         tcx = features.tcx,
         conntrack_kfuncs = %features.conntrack_kfuncs,
         managed_neighbours = features.managed_neighbours,
+        conntrack_change_timeout = kernel.has_change_timeout(),
         "kernel features"
     );
     if config.conntrack_gate != cli::GateMode::Off {
@@ -188,10 +194,31 @@ pub fn attach_all(
 /// The daemon: sets the dataplane up, reconciles until `shutdown`, then detaches (or, with
 /// `--keep-dataplane`, leaves it forwarding).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    match release::running() {
-        Ok(r) => release::check(&r)?,
-        Err(error) => tracing::warn!(%error, "cannot read the kernel release"),
-    }
+    let release = match release::running() {
+        Ok(r) => {
+            release::check(&r)?;
+            r
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the kernel release");
+            String::new()
+        }
+    };
+    let hz = match conntrack::kernel_hz(&release) {
+        (hz, Some(from)) => {
+            tracing::debug!(hz, from, "kernel tick rate");
+            hz
+        }
+        (hz, None) => {
+            tracing::warn!(
+                hz,
+                "cannot read CONFIG_HZ (no /proc/config.gz or /boot/config-<release>): \
+                 assuming the largest, so conntrack entries of fast-pathed flows are refreshed \
+                 earlier than needed"
+            );
+            hz
+        }
+    };
     let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Netlink)?;
     tokio::spawn(connection);
 
@@ -234,7 +261,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut first = true;
     loop {
         let result = reconciler
-            .round(&mut reconcile::Kernel::new(handle.clone(), &mut dp))
+            .round(&mut reconcile::Kernel::new(handle.clone(), &mut dp, hz))
             .await;
         reconciler.record(&metrics, &result);
         // Ready once a round has applied a node list without errors (or, without a node

@@ -41,6 +41,6 @@ pub mod source;
 pub use config::Config;
 pub use daemon::{Error, run, shutdown_signal};
 pub use dataplane::{EBPF_OBJECT, kfunc, load::load_programs};
-pub use host::netns;
+pub use host::{conntrack::kernel_hz, netns};
 pub use reconcile::desired;
 pub use source::nodes;

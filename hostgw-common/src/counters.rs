@@ -99,8 +99,15 @@ pub mod reason {
     /// Conntrack gate: the flow's entry has not seen a reply yet (or has a helper): to the
     /// stack, where conntrack sees it, as netfilter's flowtable requires.
     pub const CT_UNREPLIED: u32 = 27;
+    /// Conntrack gate: a TCP packet conntrack must see (SYN, FIN or RST), or a connection
+    /// conntrack does not hold as established and assured (the handshake, the close): to the
+    /// stack, as netfilter's flowtable does.
+    pub const CT_TCP: u32 = 28;
+    /// Conntrack gate: the flow's entry is close to timing out: this packet goes through the
+    /// stack, where conntrack refreshes the entry as it does for every packet it sees.
+    pub const CT_REFRESH: u32 = 29;
     /// Number of reasons.
-    pub const COUNT: u32 = 28;
+    pub const COUNT: u32 = 30;
     /// Names, indexed by reason id, as metrics and `stats` print them.
     pub const NAMES: [&str; COUNT as usize] = [
         "fast_egress",
@@ -131,6 +138,8 @@ pub mod reason {
         "pass_hairpin",
         "pass_unresolved",
         "ct_unreplied",
+        "ct_tcp",
+        "ct_refresh",
     ];
 }
 

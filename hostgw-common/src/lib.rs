@@ -145,6 +145,10 @@ pub const CONFIG_F_FIB_FALLBACK: u32 = 1 << 0;
 /// forwards transit traffic itself; otherwise it leaves it to the TC hook).
 pub const CONFIG_F_XDP_TX: u32 = 1 << 1;
 
+/// Set in [`Config::flags`]: the kernel has `bpf_ct_change_timeout`, so the conntrack gate
+/// refreshes fast-pathed flows' entries itself; without, such packets go through the stack.
+pub const CONFIG_F_CT_TIMEOUT: u32 = 1 << 2;
+
 /// Read-only configuration the loader writes into the [`names::CONFIG`] global before load.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -160,10 +164,14 @@ pub struct Config {
     pub ct_status_off: u32,
     /// Size of the kernel's `struct bpf_ct_opts` (12 or 16 bytes depending on the kernel).
     pub ct_opts_size: u32,
+    /// Offset of `timeout` (`u32`, in jiffies) in `struct nf_conn`.
+    pub ct_timeout_off: u32,
+    /// Offset of `proto.tcp.state` (`u8`, `enum tcp_conntrack`) in `struct nf_conn`.
+    pub ct_tcp_state_off: u32,
     /// Explicit padding, always zero.
     pub pad: u32,
 }
-const _: () = assert!(size_of::<Config>() == 24);
+const _: () = assert!(size_of::<Config>() == 32);
 
 /// Set in [`State::flags`] while the conntrack gate is on: only flows conntrack has confirmed
 /// without NAT are forwarded by the programs.
@@ -185,12 +193,16 @@ pub mod kfunc {
     pub const XDP_CT_LOOKUP: u32 = 0x7e57_0002;
     /// `bpf_ct_release`.
     pub const CT_RELEASE: u32 = 0x7e57_0003;
-    /// Every placeholder with the kernel function it stands for.
+    /// `bpf_ct_change_timeout` (Linux 6.0).
+    pub const CT_CHANGE_TIMEOUT: u32 = 0x7e57_0004;
+    /// Every placeholder the gate needs with the kernel function it stands for.
     pub const ALL: [(u32, &str); 3] = [
         (SKB_CT_LOOKUP, "bpf_skb_ct_lookup"),
         (XDP_CT_LOOKUP, "bpf_xdp_ct_lookup"),
         (CT_RELEASE, "bpf_ct_release"),
     ];
+    /// Placeholders the gate uses where the kernel has them ([`super::CONFIG_F_CT_TIMEOUT`]).
+    pub const OPTIONAL: [(u32, &str); 1] = [(CT_CHANGE_TIMEOUT, "bpf_ct_change_timeout")];
 }
 
 /// Set in [`State::flags`] while IPv4 forwarding is enabled on the node (the bridge's and the
@@ -211,8 +223,34 @@ pub struct State {
     pub bridge_mac: [u8; 6],
     /// The uplink's MAC address: routed frames from other nodes are addressed to it.
     pub uplink_mac: [u8; 6],
+    /// Conntrack's timeouts, for the gate's refresh of fast-pathed flows' entries.
+    pub ct: CtTimeouts,
 }
-const _: () = assert!(size_of::<State>() == 16);
+const _: () = assert!(size_of::<State>() == 40);
+
+/// How the conntrack gate keeps a fast-pathed flow's entry as the kernel path would: the
+/// entry's timeout is set as conntrack would set it for the packets it no longer sees.
+/// Timeouts are in milliseconds, as `bpf_ct_change_timeout` takes them (0: unknown).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CtTimeouts {
+    /// An entry expiring within this many jiffies is refreshed (half the shortest timeout of
+    /// an established flow, so that a flow with a packet at least that often never expires;
+    /// 0: never).
+    pub refresh: u32,
+    /// `nf_conntrack_tcp_timeout_established`: a TCP connection's packets.
+    pub tcp_established: u32,
+    /// `nf_conntrack_tcp_timeout_time_wait`: after a FIN, the longest a closing connection
+    /// stays.
+    pub tcp_time_wait: u32,
+    /// `nf_conntrack_tcp_timeout_close`: after an RST.
+    pub tcp_close: u32,
+    /// `nf_conntrack_udp_timeout`: a UDP flow seen both ways but not (yet) a stream.
+    pub udp: u32,
+    /// `nf_conntrack_udp_timeout_stream`: an assured UDP flow.
+    pub udp_stream: u32,
+}
+const _: () = assert!(size_of::<CtTimeouts>() == 24);
 
 #[cfg(feature = "user")]
 mod user {

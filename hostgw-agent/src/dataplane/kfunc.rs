@@ -10,7 +10,8 @@
 //! [`Kernel::modules`]). A module's BTF (`/sys/kernel/btf/<module>`) is split BTF on top of
 //! vmlinux's: its type ids and string offsets continue where vmlinux's end. On a kernel
 //! without the functions the call becomes `r0 = 0`: the lookup finds nothing, so gated traffic
-//! takes the stack. Loading programs whose calls go into a module is the dataplane's
+//! takes the stack (and without `bpf_ct_change_timeout` the programs, told so by a flag, do
+//! not call it). Loading programs whose calls go into a module is the dataplane's
 //! (`BPF_PROG_LOAD` with `fd_array`, which aya does not pass).
 //!
 //! The BTF reader is deliberately small: it walks the type section to find a function by
@@ -34,6 +35,10 @@ pub struct Kernel {
     pub ct_status_off: Option<u32>,
     /// Size of `struct bpf_ct_opts`.
     pub ct_opts_size: Option<u32>,
+    /// Byte offset of `timeout` in `struct nf_conn`.
+    pub ct_timeout_off: Option<u32>,
+    /// Byte offset of `proto.tcp.state` in `struct nf_conn`.
+    pub ct_tcp_state_off: Option<u32>,
 }
 
 impl Kernel {
@@ -62,6 +67,31 @@ impl Kernel {
             .all(|(_, name)| self.funcs.contains_key(*name))
             && self.ct_status_off.is_some()
             && self.ct_opts_size.is_some()
+            && self.ct_timeout_off.is_some()
+            && self.ct_tcp_state_off.is_some()
+    }
+
+    /// Whether the gate can set an entry's timeout (`bpf_ct_change_timeout`, Linux 6.0).
+    pub fn has_change_timeout(&self) -> bool {
+        self.has_conntrack_lookup()
+            && hostgw_common::kfunc::OPTIONAL
+                .iter()
+                .all(|(_, name)| self.funcs.contains_key(*name))
+    }
+
+    /// Takes the struct layout from `btf` where it is still missing.
+    fn layout_from(&mut self, btf: &Btf<'_>) {
+        self.ct_status_off = self
+            .ct_status_off
+            .or_else(|| btf.member_offset("nf_conn", "status"));
+        self.ct_opts_size = self.ct_opts_size.or_else(|| btf.struct_size("bpf_ct_opts"));
+        self.ct_timeout_off = self
+            .ct_timeout_off
+            .or_else(|| btf.member_offset("nf_conn", "timeout"));
+        // `proto` is a union whose `tcp` member (`struct ip_ct_tcp`) starts at its start.
+        self.ct_tcp_state_off = self.ct_tcp_state_off.or_else(|| {
+            Some(btf.member_offset("nf_conn", "proto")? + btf.member_offset("ip_ct_tcp", "state")?)
+        });
     }
 }
 
@@ -92,14 +122,17 @@ pub fn read_kernel(path: &Path) -> Result<Kernel, KfuncError> {
     let data = read(path)?;
     let base =
         Btf::parse(&data, None).ok_or_else(|| KfuncError::Btf(path.display().to_string()))?;
-    let names: Vec<&str> = hostgw_common::kfunc::ALL.iter().map(|(_, n)| *n).collect();
+    let names: Vec<&str> = hostgw_common::kfunc::ALL
+        .iter()
+        .chain(&hostgw_common::kfunc::OPTIONAL)
+        .map(|(_, n)| *n)
+        .collect();
     let mut kernel = Kernel {
         funcs: base.funcs(&names),
-        func_modules: BTreeMap::new(),
-        ct_status_off: base.member_offset("nf_conn", "status"),
-        ct_opts_size: base.struct_size("bpf_ct_opts"),
+        ..Kernel::default()
     };
-    if kernel.has_conntrack_lookup() {
+    kernel.layout_from(&base);
+    if kernel.has_conntrack_lookup() && kernel.funcs.len() == names.len() {
         return Ok(kernel);
     }
     let mut modules: Vec<std::path::PathBuf> = path
@@ -124,12 +157,7 @@ pub fn read_kernel(path: &Path) -> Result<Kernel, KfuncError> {
                 kernel.funcs.insert(func, id);
             }
         }
-        kernel.ct_status_off = kernel
-            .ct_status_off
-            .or_else(|| btf.member_offset("nf_conn", "status"));
-        kernel.ct_opts_size = kernel
-            .ct_opts_size
-            .or_else(|| btf.struct_size("bpf_ct_opts"));
+        kernel.layout_from(&btf);
     }
     Ok(kernel)
 }
@@ -163,6 +191,7 @@ pub fn patch(elf: &mut [u8], kernel: &Kernel) -> Result<(usize, usize), KfuncErr
     };
     let ids: BTreeMap<u32, Option<(u32, u16)>> = hostgw_common::kfunc::ALL
         .iter()
+        .chain(&hostgw_common::kfunc::OPTIONAL)
         .map(|(placeholder, name)| {
             let usable = kernel.has_conntrack_lookup();
             let id = kernel.funcs.get(*name).copied().filter(|_| usable);
@@ -343,8 +372,16 @@ mod tests {
         assert!(k.has_conntrack_lookup(), "{k:?}");
         let opts = k.ct_opts_size.unwrap();
         assert!(opts == 12 || opts == 16, "bpf_ct_opts is {opts} bytes");
-        // status follows the conntrack tuple hashes; it is never at the start.
-        assert!(k.ct_status_off.unwrap() > 0);
+        // timeout comes before the tuple hashes, status after them, proto near the end.
+        let (timeout, status, tcp_state) = (
+            k.ct_timeout_off.unwrap(),
+            k.ct_status_off.unwrap(),
+            k.ct_tcp_state_off.unwrap(),
+        );
+        assert!(
+            0 < timeout && timeout < status && status < tcp_state,
+            "{k:?}"
+        );
     }
 
     #[test]
@@ -354,17 +391,30 @@ mod tests {
                 ("bpf_skb_ct_lookup".to_owned(), 101),
                 ("bpf_xdp_ct_lookup".to_owned(), 102),
                 ("bpf_ct_release".to_owned(), 103),
+                ("bpf_ct_change_timeout".to_owned(), 104),
             ]),
             ct_status_off: Some(128),
             ct_opts_size: Some(16),
+            ct_timeout_off: Some(8),
+            ct_tcp_state_off: Some(180),
             ..Kernel::default()
         };
         let mut elf = hostgw_agent_object();
         let (linked, stubbed) = patch(&mut elf, &kernel).expect("patches");
-        assert!(linked >= 3, "{linked} calls linked");
+        assert!(linked >= 4, "{linked} calls linked");
         assert_eq!(stubbed, 0);
         // Nothing is left to patch.
         assert_eq!(patch(&mut elf, &kernel).unwrap(), (0, 0));
+
+        // A kernel before 6.0: the lookups, but no bpf_ct_change_timeout, whose calls only
+        // become `r0 = 0`.
+        let mut older = kernel.clone();
+        older.funcs.remove("bpf_ct_change_timeout");
+        assert!(older.has_conntrack_lookup() && !older.has_change_timeout());
+        let mut elf = hostgw_agent_object();
+        let (linked_older, stubbed) = patch(&mut elf, &older).expect("patches");
+        assert!(stubbed >= 1, "{stubbed} calls stubbed");
+        assert_eq!(linked_older + stubbed, linked);
 
         let mut elf = hostgw_agent_object();
         let without = Kernel {
@@ -424,8 +474,8 @@ mod tests {
             b"\0foo\0",
         );
         // The module's strings start at offset 5, after vmlinux's.
-        let names =
-            b"bpf_skb_ct_lookup\0bpf_xdp_ct_lookup\0bpf_ct_release\0nf_conn\0status\0bpf_ct_opts\0";
+        let names = b"bpf_skb_ct_lookup\0bpf_xdp_ct_lookup\0bpf_ct_release\0nf_conn\0status\0\
+            bpf_ct_opts\0timeout\0proto\0ip_ct_tcp\0state\0";
         let at = |name: &str| {
             let text = std::str::from_utf8(names).unwrap();
             5 + text.find(name).unwrap() as u32
@@ -435,8 +485,18 @@ mod tests {
                 (KIND_FUNC, at("bpf_skb_ct_lookup"), 0, &[]),
                 (KIND_FUNC, at("bpf_xdp_ct_lookup"), 0, &[]),
                 (KIND_FUNC, at("bpf_ct_release"), 0, &[]),
-                (KIND_STRUCT, at("nf_conn"), 200, &[(at("status"), 128 * 8)]),
+                (
+                    KIND_STRUCT,
+                    at("nf_conn"),
+                    200,
+                    &[
+                        (at("timeout"), 8 * 8),
+                        (at("status"), 128 * 8),
+                        (at("proto"), 160 * 8),
+                    ],
+                ),
                 (KIND_STRUCT, at("bpf_ct_opts"), 16, &[]),
+                (KIND_STRUCT, at("ip_ct_tcp"), 40, &[(at("state"), 20 * 8)]),
             ],
             names,
         );
@@ -452,6 +512,7 @@ mod tests {
         assert_eq!(k.funcs["bpf_ct_release"], 5);
         assert_eq!(k.ct_status_off, Some(128));
         assert_eq!(k.ct_opts_size, Some(16));
+        assert_eq!((k.ct_timeout_off, k.ct_tcp_state_off), (Some(8), Some(180)));
         assert_eq!(k.modules(), vec!["nf_conntrack"]);
         assert_eq!(k.slot("bpf_xdp_ct_lookup"), 1);
 

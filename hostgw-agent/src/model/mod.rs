@@ -9,5 +9,5 @@ mod trie;
 
 pub use family::{Family, is_link_local};
 pub use net::{Link, NeighState, Neighbour, Route, TcUsers};
-pub use node::{Forwarding, Netfilter};
+pub use node::{ConntrackTimeouts, Forwarding, Netfilter};
 pub use trie::TrieRoute;

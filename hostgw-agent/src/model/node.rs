@@ -53,3 +53,51 @@ impl Netfilter {
         self.nat_chains > 0 || self.forward_chains > 0 || self.legacy_tables
     }
 }
+
+/// How long the node's conntrack keeps an entry without a packet, in the states the gate
+/// deals with, in seconds as the sysctls of the node's namespace say (`None`: unreadable,
+/// such as without `nf_conntrack`); and the kernel's tick rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConntrackTimeouts {
+    /// `net.netfilter.nf_conntrack_tcp_timeout_established`.
+    pub tcp_established: Option<u32>,
+    /// `net.netfilter.nf_conntrack_tcp_timeout_time_wait`.
+    pub tcp_time_wait: Option<u32>,
+    /// `net.netfilter.nf_conntrack_tcp_timeout_close`.
+    pub tcp_close: Option<u32>,
+    /// `net.netfilter.nf_conntrack_udp_timeout`.
+    pub udp: Option<u32>,
+    /// `net.netfilter.nf_conntrack_udp_timeout_stream`.
+    pub udp_stream: Option<u32>,
+    /// Jiffies per second (`CONFIG_HZ`).
+    pub hz: u32,
+}
+
+impl ConntrackTimeouts {
+    /// The programs' view: the timeouts in milliseconds, and the refresh threshold in
+    /// jiffies, half the shortest timeout (so that a flow with a packet at least that often
+    /// has its entry refreshed before it can expire, and a closing connection's short
+    /// timeout is not refreshed away); 0 where unknown.
+    pub fn for_programs(&self) -> hostgw_common::CtTimeouts {
+        let all = [
+            self.tcp_established,
+            self.tcp_time_wait,
+            self.tcp_close,
+            self.udp,
+            self.udp_stream,
+        ];
+        let ms = |t: Option<u32>| t.map_or(0, |secs| secs.saturating_mul(1000));
+        hostgw_common::CtTimeouts {
+            refresh: all
+                .into_iter()
+                .flatten()
+                .min()
+                .map_or(0, |secs| (secs / 2).max(1).saturating_mul(self.hz)),
+            tcp_established: ms(self.tcp_established),
+            tcp_time_wait: ms(self.tcp_time_wait),
+            tcp_close: ms(self.tcp_close),
+            udp: ms(self.udp),
+            udp_stream: ms(self.udp_stream),
+        }
+    }
+}

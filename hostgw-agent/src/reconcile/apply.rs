@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     dataplane::Dataplane,
-    host::{iface, netfilter, netlink, sysctl, tc, xfrm},
+    host::{conntrack, iface, netfilter, netlink, sysctl, tc, xfrm},
     model::{Link, TcUsers},
 };
 
@@ -47,7 +47,7 @@ fn tc_users(uplink: &Link, bridge: &Link, ports: &[Link]) -> BTreeMap<u32, TcUse
 pub trait Host {
     /// Reads the state of the uplink and the bridge called so, their routes, neighbours and
     /// FDB, the main table's other routes, the policy rules and xfrm policies, the forwarding
-    /// sysctls, the other tc users, the maps and the port hooks; what of netfilter acts on
+    /// and conntrack timeout sysctls, the other tc users, the maps and the port hooks; what of netfilter acts on
     /// forwarded traffic too when `netfilter` is set.
     async fn observe(
         &mut self,
@@ -64,11 +64,13 @@ pub trait Host {
 pub struct Kernel<'a> {
     handle: Handle,
     dp: &'a mut Dataplane,
+    /// The kernel's tick rate.
+    hz: u32,
 }
 
 impl<'a> Kernel<'a> {
-    pub fn new(handle: Handle, dp: &'a mut Dataplane) -> Self {
-        Self { handle, dp }
+    pub fn new(handle: Handle, dp: &'a mut Dataplane, hz: u32) -> Self {
+        Self { handle, dp, hz }
     }
 }
 
@@ -99,6 +101,7 @@ impl Host for Kernel<'_> {
             bridge_neighbours: netlink::neighbours(h, bridge.index).await?,
             fdb: netlink::fdb(h, bridge.index).await?,
             forwarding: sysctl::read_forwarding(&bridge.name, &uplink.name),
+            ct_timeouts: conntrack::read_timeouts(self.hz),
             netfilter: netfilter.then(|| netfilter::detect().map_err(|e| e.to_string())),
             trie: self.dp.trie()?,
             endpoints: self.dp.endpoints()?,

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use clap::Parser as _;
 use hostgw_common::{
-    Endpoint, ROUTE_F_RESOLVED, STATE_F_CT_GATE, STATE_F_FORWARD_V4, STATE_F_FORWARD_V6, State,
+    CtTimeouts, Endpoint, ROUTE_F_RESOLVED, STATE_F_CT_GATE, STATE_F_FORWARD_V4,
+    STATE_F_FORWARD_V6, State,
 };
 use ipnet::IpNet;
 use tokio::sync::watch;
@@ -15,7 +16,7 @@ use super::*;
 use crate::{
     cli::{Cli, Command},
     inspect::metrics::Metrics,
-    model::{Forwarding, Link, NeighState, Neighbour, Route, TrieRoute},
+    model::{ConntrackTimeouts, Forwarding, Link, NeighState, Neighbour, Route, TrieRoute},
     source::NodeInfo,
 };
 
@@ -294,6 +295,7 @@ fn state(flags: u32) -> State {
         flags,
         bridge_mac: BRIDGE_MAC,
         uplink_mac: UPLINK_MAC,
+        ct: CtTimeouts::default(),
     }
 }
 
@@ -599,6 +601,29 @@ async fn forwarding_switched_off_and_nat_appearing_change_the_node_state() {
             state: state(STATE_F_FORWARD_V4 | STATE_F_CT_GATE)
         }]
     );
+}
+
+/// The programs get conntrack's timeouts as the sysctls have them, and a changed one at once.
+#[tokio::test]
+async fn conntrack_timeouts_reach_the_programs() {
+    let (mut r, _tx, mut fake) = converged(cluster(), &[]).await;
+    fake.node.ct_timeouts = ConntrackTimeouts {
+        tcp_established: Some(432_000),
+        tcp_time_wait: Some(120),
+        tcp_close: Some(10),
+        udp: Some(30),
+        udp_stream: Some(120),
+        hz: 250,
+    };
+    let mut want = state(STATE_F_FORWARD_V4);
+    want.ct = fake.node.ct_timeouts.for_programs();
+    assert_eq!((want.ct.refresh, want.ct.udp), (5 * 250, 30_000));
+    assert_eq!(fake.round(&mut r).await, vec![Op::SetState { state: want }]);
+    assert_eq!(fake.round(&mut r).await, vec![]);
+    // An admin shortens the UDP stream timeout.
+    fake.node.ct_timeouts.udp_stream = Some(60);
+    want.ct.udp_stream = 60_000;
+    assert_eq!(fake.round(&mut r).await, vec![Op::SetState { state: want }]);
 }
 
 #[tokio::test]

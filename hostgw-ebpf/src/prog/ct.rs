@@ -1,19 +1,20 @@
 //! The conntrack gate: a flow may take the fast path only when netfilter's conntrack has
-//! confirmed it, seen its reply, and it carries no NAT and no helper — the contract of
-//! netfilter's flowtable. Everything
-//! else (a flow's first packets, flows with NAT such as kube-proxy's services and masquerade,
-//! protocols the kernel's lookup does not support) goes through the stack, where netfilter
-//! sees it.
+//! confirmed it, seen its reply, and it carries no NAT and no helper, and a TCP connection
+//! only while conntrack holds it as established — the contract of netfilter's flowtable.
+//! Everything else (a flow's first packets, a connection's handshake, flows with NAT such as
+//! kube-proxy's services and masquerade, protocols the kernel's lookup does not support) goes
+//! through the stack, where netfilter sees it. The packets the fast path takes keep their
+//! entry's lifetime what it would be on the kernel path (see [`decide`]).
 //!
-//! The lookups are kfuncs (`bpf_skb_ct_lookup`, `bpf_xdp_ct_lookup`, `bpf_ct_release`). They
-//! are called here through placeholder helper ids from [`hostgw_common::kfunc`], which the
-//! agent rewrites into kfunc calls before loading. Every reference a lookup returns is
-//! released on every path.
+//! The lookups are kfuncs (`bpf_skb_ct_lookup`, `bpf_xdp_ct_lookup`, `bpf_ct_release`, and
+//! `bpf_ct_change_timeout` where the kernel has it). They are called here through placeholder
+//! helper ids from [`hostgw_common::kfunc`], which the agent rewrites into kfunc calls before
+//! loading. Every reference a lookup returns is released on every path.
 
 use core::ffi::c_void;
 
 use hostgw_common::{
-    Config, STATE_F_CT_GATE, State,
+    CONFIG_F_CT_TIMEOUT, Config, STATE_F_CT_GATE, State,
     counters::{family, reason},
     kfunc,
 };
@@ -24,8 +25,18 @@ use super::parse::{ETH_LEN, Hook, IPV4_LEN, IPV6_LEN, Ipv4, Ipv6};
 const IPS_NAT_MASK: u64 = (1 << 4) | (1 << 5);
 /// `IPS_SEEN_REPLY`: conntrack has seen packets in both directions.
 const IPS_SEEN_REPLY: u64 = 1 << 1;
+/// `IPS_ASSURED`: conntrack holds the flow as fully set up (for TCP, the handshake is done).
+const IPS_ASSURED: u64 = 1 << 2;
 /// `IPS_HELPER`: a conntrack helper is attached (FTP, SIP…), which must see every packet.
 const IPS_HELPER: u64 = 1 << 13;
+/// `TCP_CONNTRACK_ESTABLISHED` of `enum tcp_conntrack`.
+const TCP_CONNTRACK_ESTABLISHED: u8 = 3;
+/// The FIN, SYN and RST bits of the TCP flags byte.
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+/// Offset of the flags byte in the TCP header.
+const TCP_FLAGS_OFF: usize = 13;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const ENOENT: i32 = 2;
@@ -66,6 +77,7 @@ struct CtOpts {
 
 type Lookup = unsafe extern "C" fn(*mut c_void, *mut c_void, u32, *mut CtOpts, u32) -> *mut c_void;
 type Release = unsafe extern "C" fn(*mut c_void);
+type ChangeTimeout = unsafe extern "C" fn(*mut c_void, u32);
 
 /// Which lookup a hook uses.
 #[derive(Clone, Copy)]
@@ -103,8 +115,9 @@ pub fn gate_v4<H: Hook>(
         (family::IPV4, hook),
         (&raw mut tuple).cast(),
         size_of::<TupleV4>() as u32,
-        ip.proto,
+        (ip.proto, ETH_LEN + IPV4_LEN),
         cfg,
+        state,
     )
 }
 
@@ -136,8 +149,9 @@ pub fn gate_v6<H: Hook>(
         (family::IPV6, hook),
         (&raw mut tuple).cast(),
         size_of::<TupleV6>() as u32,
-        ip.next,
+        (ip.next, ETH_LEN + IPV6_LEN),
         cfg,
+        state,
     )
 }
 
@@ -156,6 +170,7 @@ fn ports<H: Hook>(h: &H, proto: u8, l4_off: usize) -> Result<([u8; 2], [u8; 2]),
 
 /// Looks `tuple` (a `bpf_sock_tuple` member of `tuple_size` bytes) up in conntrack and
 /// decides; an established flow is counted as `ct_established` under `(family, hook)`.
+/// `l4_off` is where the TCP or UDP header starts.
 #[inline(always)]
 #[expect(
     clippy::cast_ptr_alignment,
@@ -172,8 +187,9 @@ fn lookup<H: Hook>(
     (family, hook): (u32, u32),
     tuple: *mut c_void,
     tuple_size: u32,
-    proto: u8,
+    (proto, l4_off): (u8, usize),
     cfg: &Config,
+    state: &State,
 ) -> Result<(), u32> {
     let mut opts = CtOpts {
         netns_id: CURRENT_NETNS,
@@ -201,29 +217,110 @@ fn lookup<H: Hook>(
         }
         return Err(reason::CT_NEW);
     }
-    // SAFETY: `ct` is a referenced `struct nf_conn`; `status` is an unsigned long at the
-    // offset the loader read from the kernel's BTF, so it is aligned.
-    let status = unsafe {
-        core::ptr::read_volatile(
-            ct.cast::<u8>()
-                .add(cfg.ct_status_off as usize)
-                .cast::<u64>(),
-        )
+    // SAFETY: `ct` is a referenced `struct nf_conn`; `status` (an unsigned long), `timeout`
+    // (a u32) and `proto.tcp.state` (a u8) are at the offsets the loader read from the
+    // kernel's BTF, so they are aligned and inside the struct.
+    let entry = unsafe {
+        let at = |off: u32| ct.cast::<u8>().add(off as usize);
+        Entry {
+            status: core::ptr::read_volatile(at(cfg.ct_status_off).cast::<u64>()),
+            expires: core::ptr::read_volatile(at(cfg.ct_timeout_off).cast::<u32>()),
+            tcp_state: core::ptr::read_volatile(at(cfg.ct_tcp_state_off)),
+        }
     };
+    let verdict = decide(h, proto, l4_off, &entry, cfg, state);
+    if let Ok(Some(timeout)) = verdict {
+        // SAFETY: `ct` is still referenced; the placeholder is rewritten into the kfunc of
+        // this signature, which only the CONFIG_F_CT_TIMEOUT flag lets `decide` ask for.
+        unsafe {
+            let change: ChangeTimeout = core::mem::transmute(kfunc::CT_CHANGE_TIMEOUT as usize);
+            change(ct, timeout);
+        }
+    }
     // SAFETY: as for the lookup; every reference the lookup returned is released here.
     unsafe {
         let release: Release = core::mem::transmute(kfunc::CT_RELEASE as usize);
         release(ct);
     }
+    verdict?;
+    super::maps::count(family, hook, reason::CT_ESTABLISHED, h.len());
+    Ok(())
+}
+
+/// What the gate read of a flow's `struct nf_conn`.
+struct Entry {
+    /// `status`: `IPS_*` bits.
+    status: u64,
+    /// `timeout`: when the entry expires, in jiffies.
+    expires: u32,
+    /// `proto.tcp.state` (for TCP).
+    tcp_state: u8,
+}
+
+/// What the gate does with a packet of a flow conntrack has an entry for: `Ok` to forward it,
+/// with the timeout (ms) to give the entry first, if any; otherwise the pass reason.
+///
+/// The rules are netfilter flowtable's (`nft_flow_offload`, `nf_conntrack_tcp_established`):
+/// confirmed both ways, no NAT, no helper, TCP only once conntrack holds the connection as
+/// established and assured. Packets the fast path takes are not seen by conntrack, so the
+/// gate does what conntrack would do with them to the entry's lifetime: an entry close to
+/// expiring gets the timeout of its state again (TCP established; UDP replied, or stream once
+/// assured), a FIN gives it `TIME_WAIT`'s, an RST `CLOSE`'s — as the flowtable keeps an
+/// offloaded flow's entry alive and sets its timeout when the flow ends. A SYN on a tracked
+/// connection goes to the stack. On kernels without `bpf_ct_change_timeout`, such packets go
+/// through the stack instead (which refreshes the entry itself).
+#[inline(always)]
+fn decide<H: Hook>(
+    h: &H,
+    proto: u8,
+    l4_off: usize,
+    entry: &Entry,
+    cfg: &Config,
+    state: &State,
+) -> Result<Option<u32>, u32> {
+    let status = entry.status;
     if status & IPS_NAT_MASK != 0 {
         return Err(reason::CT_NAT);
     }
-    // netfilter's flowtable offloads only flows seen both ways and without a helper: until
-    // the reply has gone through the stack, conntrack must see the flow (or its entry stays
-    // unreplied and expires under it).
+    // Until the reply has gone through the stack, conntrack must see the flow (or its entry
+    // stays unreplied and expires under it); a helper must see every packet.
     if status & IPS_SEEN_REPLY == 0 || status & IPS_HELPER != 0 {
         return Err(reason::CT_UNREPLIED);
     }
-    super::maps::count(family, hook, reason::CT_ESTABLISHED, h.len());
-    Ok(())
+    let t = &state.ct;
+    let mut timeout = match proto {
+        IPPROTO_TCP => t.tcp_established,
+        _ if status & IPS_ASSURED != 0 => t.udp_stream,
+        _ => t.udp,
+    };
+    // SAFETY: bpf_jiffies64 has no preconditions.
+    let now = unsafe { aya_ebpf::helpers::bpf_jiffies64() } as u32;
+    // `nf_ct_expires`: the jiffies left, wrapping like the kernel's 32-bit timestamp.
+    let left = entry.expires.wrapping_sub(now) as i32;
+    let mut change = left < t.refresh as i32;
+    if proto == IPPROTO_TCP {
+        if entry.tcp_state != TCP_CONNTRACK_ESTABLISHED || status & IPS_ASSURED == 0 {
+            return Err(reason::CT_TCP);
+        }
+        let flags: *const u8 = h
+            .ptr_at(l4_off + TCP_FLAGS_OFF)
+            .ok_or(reason::PASS_MALFORMED)?;
+        // SAFETY: `ptr_at` checked the byte lies inside the packet.
+        let flags = unsafe { *flags };
+        if flags & TCP_SYN != 0 {
+            return Err(reason::CT_TCP);
+        }
+        if flags & TCP_RST != 0 {
+            (timeout, change) = (t.tcp_close, true);
+        } else if flags & TCP_FIN != 0 {
+            (timeout, change) = (t.tcp_time_wait, true);
+        }
+    }
+    if !change {
+        return Ok(None);
+    }
+    if cfg.flags & CONFIG_F_CT_TIMEOUT == 0 || timeout == 0 {
+        return Err(reason::CT_REFRESH);
+    }
+    Ok(Some(timeout))
 }

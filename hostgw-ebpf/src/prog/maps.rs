@@ -7,7 +7,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use hostgw_common::{
-    Config, Counter, Endpoint, MAX_ENDPOINTS, MAX_HOOKS, MAX_ROUTES, RouteV4, RouteV6, State,
+    Config, Counter, CtTimeouts, Endpoint, MAX_ENDPOINTS, MAX_HOOKS, MAX_ROUTES, RouteV4, RouteV6,
+    State,
     counters::{STATS_LEN, index},
 };
 
@@ -47,6 +48,8 @@ pub static CONFIG: Global<Config> = Global::new(Config {
     bridge_ifindex: 0,
     ct_status_off: 0,
     ct_opts_size: 0,
+    ct_timeout_off: 0,
+    ct_tcp_state_off: 0,
     pad: 0,
 });
 
@@ -63,14 +66,26 @@ pub fn count(family: u32, hook: u32, reason: u32, len: u32) {
     }
 }
 
-/// The node state; all zero (forward nothing) when the entry cannot be read.
+/// The state before the agent writes one: forward nothing.
+static NO_STATE: State = State {
+    flags: 0,
+    bridge_mac: [0; 6],
+    uplink_mac: [0; 6],
+    ct: CtTimeouts {
+        refresh: 0,
+        tcp_established: 0,
+        tcp_time_wait: 0,
+        tcp_close: 0,
+        udp: 0,
+        udp_stream: 0,
+    },
+};
+
+/// The node state, read in place (it is not copied onto the program's small stack); all zero
+/// (forward nothing) when the entry cannot be read.
 #[inline(always)]
-pub fn state() -> State {
-    STATE.get(0).copied().unwrap_or(State {
-        flags: 0,
-        bridge_mac: [0; 6],
-        uplink_mac: [0; 6],
-    })
+pub fn state() -> &'static State {
+    STATE.get(0).unwrap_or(&NO_STATE)
 }
 
 /// The `HOOK_F_*` flags of interface `ifindex` (none for most).

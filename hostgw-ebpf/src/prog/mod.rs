@@ -117,7 +117,7 @@ pub fn hostgw_xdp(ctx: XdpContext) -> u32 {
 fn egress_v4(skb: *mut __sk_buff) -> i32 {
     let ctx = TcContext::new(skb);
     let tc = Tc(&ctx);
-    let action = v4::egress(&ctx, &tc, &CONFIG.load(), &state());
+    let action = v4::egress(&ctx, &tc, &CONFIG.load(), state());
     apply(&tc, family::IPV4, hook::EGRESS, action)
 }
 
@@ -126,7 +126,7 @@ fn egress_v4(skb: *mut __sk_buff) -> i32 {
 fn egress_v6(skb: *mut __sk_buff) -> i32 {
     let ctx = TcContext::new(skb);
     let tc = Tc(&ctx);
-    let action = v6::egress(&ctx, &tc, &CONFIG.load(), &state());
+    let action = v6::egress(&ctx, &tc, &CONFIG.load(), state());
     apply(&tc, family::IPV6, hook::EGRESS, action)
 }
 
@@ -135,7 +135,7 @@ fn egress_v6(skb: *mut __sk_buff) -> i32 {
 fn ingress_v4(skb: *mut __sk_buff) -> i32 {
     let ctx = TcContext::new(skb);
     let tc = Tc(&ctx);
-    let action = v4::ingress(&ctx, &tc, &CONFIG.load(), &state());
+    let action = v4::ingress(&ctx, &tc, &CONFIG.load(), state());
     apply(&tc, family::IPV4, hook::INGRESS_TC, action)
 }
 
@@ -144,7 +144,7 @@ fn ingress_v4(skb: *mut __sk_buff) -> i32 {
 fn ingress_v6(skb: *mut __sk_buff) -> i32 {
     let ctx = TcContext::new(skb);
     let tc = Tc(&ctx);
-    let action = v6::ingress(&ctx, &tc, &CONFIG.load(), &state());
+    let action = v6::ingress(&ctx, &tc, &CONFIG.load(), state());
     apply(&tc, family::IPV6, hook::INGRESS_TC, action)
 }
 
@@ -153,7 +153,7 @@ fn ingress_v6(skb: *mut __sk_buff) -> i32 {
 fn xdp_v4(md: *mut xdp_md) -> u32 {
     let ctx = XdpContext::new(md);
     let x = Xdp(&ctx);
-    let action = v4::ingress_xdp(&x, ctx.as_ptr(), &CONFIG.load(), &state());
+    let action = v4::ingress_xdp(&x, ctx.as_ptr(), &CONFIG.load(), state());
     xdp_apply(&x, family::IPV4, action)
 }
 
@@ -162,7 +162,7 @@ fn xdp_v4(md: *mut xdp_md) -> u32 {
 fn xdp_v6(md: *mut xdp_md) -> u32 {
     let ctx = XdpContext::new(md);
     let x = Xdp(&ctx);
-    let action = v6::ingress_xdp(&x, ctx.as_ptr(), &CONFIG.load(), &state());
+    let action = v6::ingress_xdp(&x, ctx.as_ptr(), &CONFIG.load(), state());
     xdp_apply(&x, family::IPV6, action)
 }
 

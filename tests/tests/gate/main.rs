@@ -10,6 +10,7 @@
 //! - plain pod-to-pod flows with the gate on: on the fast path after their first packets;
 //! - the `ClusterIP` with the gate off on A: the replies skip the un-DNAT, the service breaks;
 //! - `--conntrack-gate auto` following NAT rules as they appear and go;
+//! - flows longer than conntrack's timeouts, which keep their entries alive;
 //! - IPv6: an IPv6 `ClusterIP` (an `ip6` nat table), pod-to-pod IPv6 flows and `ICMPv6`, gated
 //!   as their IPv4 siblings are.
 //!
@@ -27,6 +28,7 @@
 mod echo;
 mod flows;
 mod ipv6;
+mod lifetime;
 mod services;
 mod support;
 

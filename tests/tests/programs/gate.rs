@@ -4,8 +4,8 @@
 //! test namespace.
 
 use hostgw_common::{
-    CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, STATE_F_CT_GATE, STATE_F_FORWARD_V4,
-    STATE_F_FORWARD_V6, counters::reason,
+    CONFIG_F_CT_TIMEOUT, CONFIG_F_FIB_FALLBACK, CONFIG_F_XDP_TX, CtTimeouts, STATE_F_CT_GATE,
+    STATE_F_FORWARD_V4, STATE_F_FORWARD_V6, counters::reason,
 };
 use hostgw_tests::{
     frame::{Ipv4Frame, Ipv6Frame},
@@ -18,6 +18,32 @@ use crate::world::{
     UPLINK_MAC, inside,
 };
 
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
+/// The seconds left of the conntrack entry `tuple` (`-p … -s … -d … --sport … --dport …`)
+/// in the test namespace.
+fn ct_timeout(world: &crate::world::World, tuple: &str) -> u32 {
+    let mut cmd = world.ns.command("conntrack");
+    cmd.arg("-G").args(tuple.split_whitespace());
+    let out = String::from_utf8_lossy(&sh(&mut cmd).stdout).into_owned();
+    // `udp      17 119 src=…`, `tcp      6 299 ESTABLISHED src=…`
+    out.split_whitespace()
+        .nth(2)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("conntrack -G {tuple}: {out:?}"))
+}
+
+/// The running kernel's release.
+fn release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .expect("osrelease")
+        .trim()
+        .to_owned()
+}
+
 /// The conntrack gate: with it on, only flows conntrack has confirmed without NAT are
 /// forwarded. Conntrack entries are made with `conntrack -I` in the test namespace, where the
 /// programs' lookups run.
@@ -25,7 +51,10 @@ use crate::world::{
 fn conntrack_gate() {
     inside("gate", |world| {
         let mut table = Table::default();
-        let mut progs = Programs::load(world, CONFIG_F_FIB_FALLBACK | CONFIG_F_XDP_TX);
+        let mut progs = Programs::load(
+            world,
+            CONFIG_F_FIB_FALLBACK | CONFIG_F_XDP_TX | CONFIG_F_CT_TIMEOUT,
+        );
         progs.attach_xdp();
         progs.set_state(STATE_F_FORWARD_V4 | STATE_F_FORWARD_V6 | STATE_F_CT_GATE);
         let ct = |args: &str| {
@@ -42,17 +71,18 @@ fn conntrack_gate() {
             frame.payload[2..4].copy_from_slice(&dport.to_be_bytes());
             frame.bytes()
         };
-        let tcp = |src, dst, sport: u16, dport: u16| {
+        let tcp_flags = |src, dst, sport: u16, dport: u16, flags: u8| {
             let mut frame = Ipv4Frame::udp(BRIDGE_MAC, POD_MAC, src, dst, 0);
             frame.proto = 6;
             let mut header = vec![0u8; 20];
             header[0..2].copy_from_slice(&sport.to_be_bytes());
             header[2..4].copy_from_slice(&dport.to_be_bytes());
             header[12] = 5 << 4;
-            header[13] = 0x10; // ACK
+            header[13] = flags;
             frame.payload = header;
             frame.bytes()
         };
+        let tcp = |src, dst, sport, dport| tcp_flags(src, dst, sport, dport, ACK);
 
         // No entry yet: a flow's first packets go through netfilter.
         let rows: Vec<Row> = vec![
@@ -170,6 +200,201 @@ fn conntrack_gate() {
             },
         ];
         table.check(&progs, &unreplied);
+
+        // TCP as netfilter's flowtable takes it: only a connection conntrack holds as
+        // established and assured; a SYN on its tuple is the stack's.
+        ct(
+            "-p tcp -s 10.1.79.3 -d 10.1.27.4 --sport 41004 --dport 80 --state SYN_RECV -t 120 -u SEEN_REPLY",
+        );
+        ct(
+            "-p tcp -s 10.1.79.3 -d 10.1.27.4 --sport 41005 --dport 80 --state ESTABLISHED -t 120 -u SEEN_REPLY",
+        );
+        ct(
+            "-p tcp -s 10.1.79.3 -d 10.1.27.4 --sport 41006 --dport 80 --state FIN_WAIT -t 120 -u SEEN_REPLY,ASSURED",
+        );
+        let tcp_rows = vec![
+            Row {
+                name: "gate: TCP whose handshake conntrack has not seen end (SYN_RECV)",
+                prog: e,
+                frame: tcp(POD, REMOTE, 41004, 80),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::CT_TCP),
+            },
+            Row {
+                name: "gate: TCP established but not assured",
+                prog: e,
+                frame: tcp(POD, REMOTE, 41005, 80),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::CT_TCP),
+            },
+            Row {
+                name: "gate: TCP closing (FIN_WAIT)",
+                prog: e,
+                frame: tcp(POD, REMOTE, 41006, 80),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::CT_TCP),
+            },
+            Row {
+                name: "gate: SYN on an established connection's tuple",
+                prog: e,
+                frame: tcp_flags(POD, REMOTE, 41000, 80, SYN),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::CT_TCP),
+            },
+        ];
+        table.check(&progs, &tcp_rows);
+
+        // Lifetimes: the fast path sets the entry's timeout as conntrack would for the
+        // packets it hides from it — the state's timeout again when the entry is close to
+        // expiring, TIME_WAIT's after a FIN, CLOSE's after an RST.
+        let (hz, _) = hostgw_agent::kernel_hz(&release());
+        let timeouts = CtTimeouts {
+            refresh: 30 * hz,
+            tcp_established: 300_000,
+            tcp_time_wait: 60_000,
+            tcp_close: 10_000,
+            udp: 30_000,
+            udp_stream: 200_000,
+        };
+        progs.set_state_ct(
+            STATE_F_FORWARD_V4 | STATE_F_FORWARD_V6 | STATE_F_CT_GATE,
+            timeouts,
+        );
+        let entry = |proto: &str, sport: u16, dport: u16| {
+            format!("-p {proto} -s 10.1.79.3 -d 10.1.27.4 --sport {sport} --dport {dport}")
+        };
+        // Two close to expiring (10 s left, the threshold is 30 s), two far from it.
+        for (proto, sport, dport, state, left) in [
+            ("udp", 40006, 5201, "", 10),
+            ("tcp", 41007, 80, "--state ESTABLISHED", 10),
+            ("tcp", 41008, 80, "--state ESTABLISHED", 100),
+            ("tcp", 41009, 80, "--state ESTABLISHED", 100),
+        ] {
+            ct(&format!(
+                "{} {state} -t {left} -u SEEN_REPLY,ASSURED",
+                entry(proto, sport, dport)
+            ));
+        }
+        let lifetimes = [
+            (
+                Row {
+                    name: "gate: UDP entry about to time out gets the stream timeout",
+                    prog: e,
+                    frame: udp(POD, REMOTE, 40006, 5201, BRIDGE_MAC, POD_MAC),
+                    ifindex: port,
+                    gso: 0,
+                    expect: fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC),
+                },
+                entry("udp", 40006, 5201),
+                190..=200,
+            ),
+            (
+                Row {
+                    name: "gate: TCP entry about to time out gets the established timeout",
+                    prog: e,
+                    frame: tcp(POD, REMOTE, 41007, 80),
+                    ifindex: port,
+                    gso: 0,
+                    expect: fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC),
+                },
+                entry("tcp", 41007, 80),
+                290..=300,
+            ),
+            (
+                Row {
+                    name: "gate: a FIN gives the entry TIME_WAIT's timeout",
+                    prog: e,
+                    frame: tcp_flags(POD, REMOTE, 41008, 80, FIN | ACK),
+                    ifindex: port,
+                    gso: 0,
+                    expect: fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC),
+                },
+                entry("tcp", 41008, 80),
+                50..=60,
+            ),
+            (
+                Row {
+                    name: "gate: an RST gives the entry CLOSE's timeout",
+                    prog: e,
+                    frame: tcp_flags(POD, REMOTE, 41009, 80, RST | ACK),
+                    ifindex: port,
+                    gso: 0,
+                    expect: fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC),
+                },
+                entry("tcp", 41009, 80),
+                5..=10,
+            ),
+        ];
+        for (row, tuple, want) in &lifetimes {
+            table.gated(&progs, std::slice::from_ref(row));
+            let left = ct_timeout(world, tuple);
+            table.record(if want.contains(&left) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}: the entry has {left} s left, expected {want:?}",
+                    row.name
+                ))
+            });
+        }
+        // Far from its timeout, an entry is left alone.
+        table.gated(
+            &progs,
+            &[Row {
+                name: "gate: established UDP, far from its timeout",
+                prog: e,
+                frame: udp(POD, REMOTE, 40000, 5201, BRIDGE_MAC, POD_MAC),
+                ifindex: port,
+                gso: 0,
+                expect: fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC),
+            }],
+        );
+        let left = ct_timeout(world, &entry("udp", 40000, 5201));
+        table.record(if (100..=120).contains(&left) {
+            Ok(())
+        } else {
+            Err(format!(
+                "gate: an entry far from its timeout was changed to {left} s"
+            ))
+        });
+        // A kernel without bpf_ct_change_timeout: those packets go through the stack, which
+        // refreshes the entry itself.
+        let mut old = Programs::load(world, CONFIG_F_FIB_FALLBACK);
+        old.set_state_ct(
+            STATE_F_FORWARD_V4 | STATE_F_FORWARD_V6 | STATE_F_CT_GATE,
+            timeouts,
+        );
+        ct(&format!(
+            "{} -t 10 -u SEEN_REPLY,ASSURED",
+            entry("udp", 40007, 5201)
+        ));
+        table.check(
+            &old,
+            &[
+                Row {
+                    name: "gate without bpf_ct_change_timeout: UDP entry about to time out",
+                    prog: e,
+                    frame: udp(POD, REMOTE, 40007, 5201, BRIDGE_MAC, POD_MAC),
+                    ifindex: port,
+                    gso: 0,
+                    expect: pass(reason::CT_REFRESH),
+                },
+                Row {
+                    name: "gate without bpf_ct_change_timeout: a FIN",
+                    prog: e,
+                    frame: tcp_flags(POD, REMOTE, 41000, 80, FIN | ACK),
+                    ifindex: port,
+                    gso: 0,
+                    expect: pass(reason::CT_REFRESH),
+                },
+            ],
+        );
+        drop(old);
+        progs.set_state(STATE_F_FORWARD_V4 | STATE_F_FORWARD_V6 | STATE_F_CT_GATE);
 
         // NAT: a service's DNAT (the reply comes back from the backend) and a masquerade.
         ct(

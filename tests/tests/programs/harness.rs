@@ -12,7 +12,8 @@ use aya::{
     programs::{Program, SchedClassifier, TestRun as _, TestRunOptions, Xdp, XdpMode},
 };
 use hostgw_common::{
-    Config, Counter, Endpoint, RouteV4, RouteV6, STATE_F_FORWARD_V4, STATE_F_FORWARD_V6, State,
+    Config, Counter, CtTimeouts, Endpoint, RouteV4, RouteV6, STATE_F_FORWARD_V4,
+    STATE_F_FORWARD_V6, State,
     counters::{self, family, hook, reason},
     names,
 };
@@ -167,12 +168,18 @@ impl Programs {
     }
 
     pub(crate) fn set_state(&mut self, flags: u32) {
+        self.set_state_ct(flags, CtTimeouts::default());
+    }
+
+    /// [`Self::set_state`] with conntrack's timeouts for the gate.
+    pub(crate) fn set_state_ct(&mut self, flags: u32, ct: CtTimeouts) {
         let mut state: Array<_, State> =
             Array::try_from(self.ebpf.map_mut(names::STATE).unwrap()).unwrap();
         let state_value = State {
             flags,
             bridge_mac: BRIDGE_MAC,
             uplink_mac: UPLINK_MAC,
+            ct,
         };
         state.set(0, state_value, 0).unwrap();
     }
@@ -413,7 +420,7 @@ impl Table {
         }
     }
 
-    fn record(&mut self, result: Result<(), String>) -> bool {
+    pub(crate) fn record(&mut self, result: Result<(), String>) -> bool {
         self.checked += 1;
         match result {
             Ok(()) => true,

@@ -241,6 +241,12 @@ impl World {
             ct_opts_size: kernel
                 .ct_opts_size
                 .expect("bpf_ct_opts in the kernel's BTF"),
+            ct_timeout_off: kernel
+                .ct_timeout_off
+                .expect("nf_conn.timeout in the kernel's BTF"),
+            ct_tcp_state_off: kernel
+                .ct_tcp_state_off
+                .expect("nf_conn.proto.tcp.state in the kernel's BTF"),
             pad: 0,
         }
     }

@@ -13,8 +13,9 @@
 //!   accepting Router Advertisements (with forwarding on, the kernel ignores them at 1).
 //! - Node state: the `STATE` map holds what the kernel does with forwarded packets now
 //!   (forwarding per family, from the sysctls as read; policy routing rules or xfrm policies
-//!   that send routed traffic to the stack), whether the conntrack gate is on, and the
-//!   bridge's and the uplink's MACs.
+//!   that send routed traffic to the stack), whether the conntrack gate is on, the bridge's
+//!   and the uplink's MACs, and conntrack's timeouts (for the gate to keep fast-pathed flows'
+//!   entries as conntrack would).
 //! - Routes: one `podCIDR via nodeIP dev uplink proto 203` per remote CIDR; any other route
 //!   of ours is deleted.
 //! - Next hops: a neighbour entry for every node address, created (managed, tagged as ours)
@@ -45,8 +46,8 @@ use ipnet::IpNet;
 
 use super::desired::Desired;
 use crate::model::{
-    Family, Forwarding, Link, NeighState, Neighbour, Netfilter, Route, TcUsers, TrieRoute,
-    is_link_local,
+    ConntrackTimeouts, Family, Forwarding, Link, NeighState, Neighbour, Netfilter, Route, TcUsers,
+    TrieRoute, is_link_local,
 };
 
 /// What the kernel and the maps have now, as one round observed it. Plain data.
@@ -70,6 +71,8 @@ pub struct Observed {
     pub fdb: BTreeMap<[u8; 6], u32>,
     /// The forwarding sysctls of the bridge and the uplink.
     pub forwarding: Forwarding,
+    /// Conntrack's timeouts and the kernel's tick rate.
+    pub ct_timeouts: ConntrackTimeouts,
     /// What of netfilter acts on forwarded traffic, when it was looked at
     /// (`--conntrack-gate auto`); an error says why it
     /// could not be read.
@@ -292,6 +295,7 @@ fn node_state(o: &Observed, ct_gate: bool) -> State {
         flags,
         bridge_mac: o.bridge.mac,
         uplink_mac: o.uplink.mac,
+        ct: o.ct_timeouts.for_programs(),
     }
 }
 
