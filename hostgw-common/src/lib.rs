@@ -225,8 +225,14 @@ pub struct State {
     pub uplink_mac: [u8; 6],
     /// Conntrack's timeouts, for the gate's refresh of fast-pathed flows' entries.
     pub ct: CtTimeouts,
+    /// The smallest MTU set on a route of the main table that is not hostgw's (0: none). The
+    /// kernel's forwarding honours a route's MTU but the FIB lookup for BPF does not, so on
+    /// the FIB fallback a packet (or GSO segment) larger than this goes to the stack.
+    pub fib_mtu: u32,
+    /// Explicit padding, always zero.
+    pub pad: u32,
 }
-const _: () = assert!(size_of::<State>() == 40);
+const _: () = assert!(size_of::<State>() == 48);
 
 /// How the conntrack gate keeps a fast-pathed flow's entry as the kernel path would: the
 /// entry's timeout is set as conntrack would set it for the packets it no longer sees.

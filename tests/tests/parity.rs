@@ -7,7 +7,7 @@
 //! - a policy routing rule (n1's pod routed by a table of its own, via n3);
 //! - an xfrm policy that blocks forwarding between the pod CIDRs;
 //! - an MTU set on the route to a remote pod CIDR: a DF packet over it gets "fragmentation
-//!   needed" from the first node.
+//!   needed" from the first node; and the same for another route's MTU on the FIB fallback.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -231,6 +231,49 @@ fn an_mtu_on_the_route_to_a_remote_cidr_is_honoured() {
                 .is_some_and(|e| e.route.mtu == 1400)
         });
         let to = IpAddr::from(lab.pod(2, 1).ip());
+        (
+            df_ping(lab, (1, 1), to, under, 1400),
+            df_ping(lab, (1, 1), to, over, 1400),
+        )
+    });
+    assert_eq!(
+        kernel,
+        ((3, false), (0, true)),
+        "the kernel path, which is the judge: (under the route's MTU, over it)"
+    );
+    assert_eq!(
+        fast, kernel,
+        "(received, told mtu = 1400) under and over the route's MTU"
+    );
+}
+
+/// A route of someone else's with an MTU, to an address the FIB fallback forwards to (a
+/// service address on n2's loopback, routed via n2): the kernel honours the route's MTU when
+/// forwarding, and so must the fast path, although the FIB lookup it asks does not.
+#[test]
+fn an_mtu_on_another_route_is_honoured_on_the_fib_path() {
+    let (under, over) = (1372, 1392);
+    let (kernel, fast) = both("fibmtu", |lab| {
+        warm_up(lab);
+        lab.node(2)
+            .ns()
+            .ip(&["addr", "add", "10.99.0.1/32", "dev", "lo"]);
+        let via = lab.node(2).uplink_ip().to_string();
+        lab.node(1).ns().ip(&[
+            "route",
+            "add",
+            "10.99.0.0/24",
+            "via",
+            &via,
+            "dev",
+            UPLINK,
+            "mtu",
+            "1400",
+        ]);
+        settle(lab, "tell the programs the route's MTU", || {
+            lab.state(1).fib_mtu == 1400
+        });
+        let to = IpAddr::from(Ipv4Addr::new(10, 99, 0, 1));
         (
             df_ping(lab, (1, 1), to, under, 1400),
             df_ping(lab, (1, 1), to, over, 1400),

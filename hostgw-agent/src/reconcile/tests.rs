@@ -296,6 +296,8 @@ fn state(flags: u32) -> State {
         bridge_mac: BRIDGE_MAC,
         uplink_mac: UPLINK_MAC,
         ct: CtTimeouts::default(),
+        fib_mtu: 0,
+        pad: 0,
     }
 }
 
@@ -624,6 +626,31 @@ async fn conntrack_timeouts_reach_the_programs() {
     fake.node.ct_timeouts.udp_stream = Some(60);
     want.ct.udp_stream = 60_000;
     assert_eq!(fake.round(&mut r).await, vec![Op::SetState { state: want }]);
+}
+
+/// An MTU on another route of the main table reaches the programs, the smallest one wins.
+#[tokio::test]
+async fn the_smallest_route_mtu_reaches_the_programs() {
+    let (mut r, _tx, mut fake) = converged(cluster(), &[]).await;
+    let with_mtu = |cidr: &str, mtu| Route {
+        mtu: Some(mtu),
+        ..route(cidr, "172.20.11.12")
+    };
+    fake.node.other_routes = vec![
+        with_mtu("10.99.0.0/24", 1400),
+        route("10.98.0.0/24", "172.20.11.12"),
+        with_mtu("10.97.0.0/24", 1300),
+    ];
+    let mut want = state(STATE_F_FORWARD_V4);
+    want.fib_mtu = 1300;
+    assert_eq!(fake.round(&mut r).await, vec![Op::SetState { state: want }]);
+    fake.node.other_routes.clear();
+    assert_eq!(
+        fake.round(&mut r).await,
+        vec![Op::SetState {
+            state: state(STATE_F_FORWARD_V4)
+        }]
+    );
 }
 
 #[tokio::test]

@@ -79,6 +79,8 @@ static NO_STATE: State = State {
         udp: 0,
         udp_stream: 0,
     },
+    fib_mtu: 0,
+    pad: 0,
 };
 
 /// The node state, read in place (it is not copied onto the program's small stack); all zero

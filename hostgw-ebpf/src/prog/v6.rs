@@ -114,7 +114,7 @@ pub fn egress(ctx: &TcContext, h: &impl Hook, cfg: &Config, state: &State) -> Ac
             via_route(h, &ip, route, reason::FAST_EGRESS)
         }
         // As for IPv4: ask the FIB as the bridge.
-        _ => fib(ctx, cfg.bridge_ifindex, &ip, cfg),
+        _ => fib(ctx, h, cfg.bridge_ifindex, &ip, (cfg, state)),
     };
     gated(action, || {
         ct::gate_v6(
@@ -151,7 +151,7 @@ pub fn ingress(ctx: &TcContext, h: &impl Hook, cfg: &Config, state: &State) -> A
             Some(route) if route.flags & ROUTE_F_FIB == 0 => {
                 via_route(h, &ip, route, reason::FAST_TRANSIT)
             }
-            _ => fib(ctx, h.ingress_ifindex(), &ip, cfg),
+            _ => fib(ctx, h, h.ingress_ifindex(), &ip, (cfg, state)),
         }
     };
     gated(action, || {
@@ -201,16 +201,31 @@ pub fn ingress_xdp(
 /// A miss in the maps: ask the kernel's FIB, as a packet received on `iif`, when the fallback
 /// is on.
 #[inline(always)]
-fn fib(ctx: &TcContext, iif: u32, ip: &Ipv6, cfg: &Config) -> Action {
+fn fib(
+    ctx: &TcContext,
+    h: &impl Hook,
+    iif: u32,
+    ip: &Ipv6,
+    (cfg, state): (&Config, &State),
+) -> Action {
     if cfg.flags & CONFIG_F_FIB_FALLBACK == 0 {
         return Action::Pass(reason::PASS_NO_ROUTE);
+    }
+    // The length of what will leave (each segment of a GSO packet): the lookup checks it
+    // against the egress device's MTU (or a locked route MTU, or a PMTU exception). A route's
+    // own MTU it does not check, which the kernel's forwarding honours: the agent says how
+    // small the smallest is, and larger packets take the stack.
+    let Some(seg) = parse::segment_len_v6(h, ip) else {
+        return Action::Pass(reason::PASS_MTU);
+    };
+    if state.fib_mtu != 0 && seg > state.fib_mtu {
+        return Action::Pass(reason::PASS_MTU);
     }
     // SAFETY: bpf_fib_lookup is plain data; all-zero is a valid value.
     let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     p.family = AF_INET6;
     p.l4_protocol = ip.next;
-    // tot_len stays 0: the kernel then checks the MTU against the skb, GSO-aware
-    // (is_skb_forwardable), as for IPv4.
+    p.__bindgen_anon_1.tot_len = seg as u16;
     p.__bindgen_anon_2.flowinfo = u32::from_ne_bytes(ip.flowinfo);
     p.ifindex = iif;
     p.__bindgen_anon_3.ipv6_src = words(&ip.src);

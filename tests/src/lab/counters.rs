@@ -159,6 +159,11 @@ impl Lab {
 
     /// The flags of node `i`'s pinned `STATE` map (`STATE_F_*`).
     pub fn state_flags(&self, i: usize) -> u32 {
+        self.state(i).flags
+    }
+
+    /// Node `i`'s pinned `STATE` value.
+    pub fn state(&self, i: usize) -> hostgw_common::State {
         let map = Map::from_map_data(self.pinned_map(i, names::STATE))
             .unwrap_or_else(|e| panic!("STATE of n{i}: {e}"));
         let state: aya::maps::Array<MapData, hostgw_common::State> =
@@ -167,7 +172,6 @@ impl Lab {
         state
             .get(&0, 0)
             .unwrap_or_else(|e| panic!("reading STATE of n{i}: {e}"))
-            .flags
     }
 
     /// Node `i`'s pinned `HOOKS` map: interface index → `HOOK_F_*`.

@@ -171,6 +171,15 @@ impl Programs {
         self.set_state_ct(flags, CtTimeouts::default());
     }
 
+    /// Sets the smallest route MTU of the node state, the rest unchanged.
+    pub(crate) fn set_fib_mtu(&mut self, fib_mtu: u32) {
+        let mut state: Array<_, State> =
+            Array::try_from(self.ebpf.map_mut(names::STATE).unwrap()).unwrap();
+        let mut value = state.get(&0, 0).unwrap();
+        value.fib_mtu = fib_mtu;
+        state.set(0, value, 0).unwrap();
+    }
+
     /// [`Self::set_state`] with conntrack's timeouts for the gate.
     pub(crate) fn set_state_ct(&mut self, flags: u32, ct: CtTimeouts) {
         let mut state: Array<_, State> =
@@ -180,6 +189,8 @@ impl Programs {
             bridge_mac: BRIDGE_MAC,
             uplink_mac: UPLINK_MAC,
             ct,
+            fib_mtu: 0,
+            pad: 0,
         };
         state.set(0, state_value, 0).unwrap();
     }

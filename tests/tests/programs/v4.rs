@@ -681,6 +681,63 @@ fn decision_table_rows(world: &World) {
     );
     sysctl(&world.ns, "net.ipv4.conf.cni0.forwarding", "1");
 
+    // The FIB path checks what will leave, each GSO segment, against the egress MTU; and a
+    // route MTU elsewhere in the main table (which the kernel's forwarding honours and the
+    // FIB lookup does not) sends larger packets there to the stack.
+    let big = |data: usize| Ipv4Frame::udp(BRIDGE_MAC, POD_MAC, POD, FIB_ONLY, data).bytes();
+    table.check(
+        &progs,
+        &[
+            Row {
+                name: "egress: FIB path, GSO segments that fit the egress MTU",
+                prog: e,
+                frame: big(3000 - 28),
+                ifindex: port,
+                gso: 1400,
+                expect: fwd(reason::FIB_FORWARD, NODE50_MAC, UPLINK_MAC),
+            },
+            Row {
+                name: "egress: FIB path, GSO segments over the egress MTU",
+                prog: e,
+                frame: big(3000 - 28),
+                ifindex: port,
+                gso: 1600,
+                expect: pass(reason::PASS_MTU),
+            },
+        ],
+    );
+    progs.set_fib_mtu(1000);
+    table.check(
+        &progs,
+        &[
+            Row {
+                name: "egress: FIB path, under the smallest route MTU",
+                prog: e,
+                frame: big(1000 - 28),
+                ifindex: port,
+                gso: 0,
+                expect: fwd(reason::FIB_FORWARD, NODE50_MAC, UPLINK_MAC),
+            },
+            Row {
+                name: "egress: FIB path, over the smallest route MTU",
+                prog: e,
+                frame: big(1001 - 28),
+                ifindex: port,
+                gso: 0,
+                expect: pass(reason::PASS_MTU),
+            },
+            Row {
+                name: "egress: trie hit, over the smallest route MTU elsewhere",
+                prog: e,
+                frame: Ipv4Frame::udp(BRIDGE_MAC, POD_MAC, POD, REMOTE, 1200).bytes(),
+                ifindex: port,
+                gso: 0,
+                expect: fwd(reason::FAST_EGRESS, NODE42_MAC, UPLINK_MAC),
+            },
+        ],
+    );
+    progs.set_fib_mtu(0);
+
     // FIB fallback and XDP_TX switched off: misses go to the stack, XDP leaves transit to TC.
     let plain = Programs::load(world, 0);
     table.check(

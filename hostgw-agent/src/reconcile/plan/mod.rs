@@ -14,8 +14,9 @@
 //! - Node state: the `STATE` map holds what the kernel does with forwarded packets now
 //!   (forwarding per family, from the sysctls as read; policy routing rules or xfrm policies
 //!   that send routed traffic to the stack), whether the conntrack gate is on, the bridge's
-//!   and the uplink's MACs, and conntrack's timeouts (for the gate to keep fast-pathed flows'
-//!   entries as conntrack would).
+//!   and the uplink's MACs, conntrack's timeouts (for the gate to keep fast-pathed flows'
+//!   entries as conntrack would), and the smallest MTU of another route in the main table
+//!   (the FIB fallback sends larger packets to the stack, which honours route MTUs).
 //! - Routes: one `podCIDR via nodeIP dev uplink proto 203` per remote CIDR; any other route
 //!   of ours is deleted.
 //! - Next hops: a neighbour entry for every node address, created (managed, tagged as ours)
@@ -296,6 +297,13 @@ fn node_state(o: &Observed, ct_gate: bool) -> State {
         bridge_mac: o.bridge.mac,
         uplink_mac: o.uplink.mac,
         ct: o.ct_timeouts.for_programs(),
+        fib_mtu: o
+            .other_routes
+            .iter()
+            .filter_map(|r| r.mtu)
+            .min()
+            .unwrap_or(0),
+        pad: 0,
     }
 }
 
