@@ -7,6 +7,7 @@
 //! the end-to-end tests, the `hostgw-lab` demo binary and the benchmark (the `hostgw-bench`
 //! crate in `tests/bench`).
 
+pub mod bpf;
 pub mod frame;
 pub mod lab;
 

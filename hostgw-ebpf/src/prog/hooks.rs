@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::generated::bpf_check_mtu,
+    helpers::generated::{bpf_check_mtu, bpf_csum_diff, bpf_csum_update},
     programs::{TcContext, XdpContext},
 };
 
@@ -59,6 +59,16 @@ impl Hook for Tc<'_> {
     fn fits_mtu(&self, ifindex: u32, l3_len: u32) -> bool {
         check_mtu(self.0.as_ptr(), ifindex, l3_len)
     }
+
+    #[inline(always)]
+    fn csum_changed(&self, mut from: [u8; 4], mut to: [u8; 4]) {
+        // SAFETY: both buffers are four-byte locals, the sizes passed; the helpers only read
+        // them, and bpf_csum_update changes skb->csum only for CHECKSUM_COMPLETE.
+        unsafe {
+            let diff = bpf_csum_diff(from.as_mut_ptr().cast(), 4, to.as_mut_ptr().cast(), 4, 0);
+            bpf_csum_update(self.0.skb.skb, diff as u32);
+        }
+    }
 }
 
 /// An XDP program's frame.
@@ -103,6 +113,9 @@ impl Hook for Xdp<'_> {
     fn fits_mtu(&self, ifindex: u32, l3_len: u32) -> bool {
         check_mtu(self.0.as_ptr(), ifindex, l3_len)
     }
+
+    #[inline(always)]
+    fn csum_changed(&self, _from: [u8; 4], _to: [u8; 4]) {}
 }
 
 /// `bpf_check_mtu` with an explicit L3 length: true when `l3_len` bytes fit the current MTU

@@ -44,6 +44,11 @@ pub trait Hook {
     /// Whether an IP packet of `l3_len` bytes fits the MTU of `ifindex`, as the kernel would
     /// find on transmit.
     fn fits_mtu(&self, ifindex: u32, l3_len: u32) -> bool;
+    /// Tells the packet's checksum state that the 32-bit word `from` (at an even offset of
+    /// the network header) is now `to`: an skb with `CHECKSUM_COMPLETE` carries the sum of
+    /// its bytes, which must follow what the program wrote, as the kernel's `ip6_forward`
+    /// keeps it with `skb_postpull_rcsum`. Nothing for a raw frame.
+    fn csum_changed(&self, from: [u8; 4], to: [u8; 4]);
 
     /// A pointer to a `T` at `offset`, when all of it lies inside the linear data.
     #[inline(always)]
@@ -390,8 +395,9 @@ pub fn rewrite_v4<H: Hook>(h: &H, macs: Option<(&[u8; 6], &[u8; 6])>) -> bool {
 
 /// Rewrites a checked IPv6 frame for the next hop: new MAC addresses (unless `macs` is `None`,
 /// when the kernel fills them in) and hop limit − 1. IPv6 has no header checksum and the L4
-/// checksums do not cover the hop limit, so nothing else changes. Returns `false`, having
-/// written nothing, if the headers are no longer inside the packet.
+/// checksums do not cover the hop limit, but an skb's `CHECKSUM_COMPLETE` sum (from NICs
+/// such as mlx5) does, and is updated with it. Returns `false`, having written nothing, if
+/// the headers are no longer inside the packet.
 #[inline(always)]
 pub fn rewrite_v6<H: Hook>(h: &H, macs: Option<(&[u8; 6], &[u8; 6])>) -> bool {
     let Some(eth) = h.ptr_at::<[u8; ETH_LEN]>(0) else {
@@ -407,6 +413,9 @@ pub fn rewrite_v6<H: Hook>(h: &H, macs: Option<(&[u8; 6], &[u8; 6])>) -> bool {
         eth[0..6].copy_from_slice(dst);
         eth[6..12].copy_from_slice(src);
     }
+    // The hop limit ends the 32-bit word at offset 4 (payload length, next header).
+    let from = [ip[4], ip[5], ip[6], ip[7]];
     ip[7] -= 1;
+    h.csum_changed(from, [ip[4], ip[5], ip[6], ip[7]]);
     true
 }

@@ -25,6 +25,8 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
+use hostgw_tests::bpf::{BPF_F_TEST_XDP_LIVE_FRAMES, BPF_PROG_TEST_RUN, TestRunAttr};
+
 /// A failed `bpf(2)` command.
 #[derive(Debug, thiserror::Error)]
 #[error("bpf({what}) failed{log}")]
@@ -39,7 +41,6 @@ pub struct BpfError {
 const BPF_MAP_CREATE: u32 = 0;
 const BPF_MAP_LOOKUP_ELEM: u32 = 1;
 const BPF_PROG_LOAD: u32 = 5;
-const BPF_PROG_TEST_RUN: u32 = 10;
 const BPF_LINK_CREATE: u32 = 28;
 // `enum bpf_map_type`, `enum bpf_prog_type`, `enum bpf_attach_type`.
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
@@ -49,8 +50,6 @@ const BPF_XDP: u32 = 37;
 const BPF_TCX_INGRESS: u32 = 46;
 /// `XDP_FLAGS_DRV_MODE`: native XDP (veth supports it).
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-/// `BPF_F_TEST_XDP_LIVE_FRAMES`.
-const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 /// `BPF_PSEUDO_MAP_FD`: the `imm` of an `ld_imm64` is a map file descriptor.
 const BPF_PSEUDO_MAP_FD: u8 = 1;
 /// `BPF_FUNC_map_lookup_elem`.
@@ -97,28 +96,6 @@ struct ProgLoadAttr {
     prog_name: [u8; 16],
     prog_ifindex: u32,
     expected_attach_type: u32,
-}
-
-/// `union bpf_attr` for `BPF_PROG_TEST_RUN`.
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    pad: u32,
 }
 
 /// `union bpf_attr` for `BPF_LINK_CREATE` (XDP and tcx members).
@@ -575,10 +552,6 @@ mod tests {
 
     #[test]
     fn bpf_attr_layouts_match_the_uapi_offsets() {
-        assert_eq!(size_of::<TestRunAttr>(), 80);
-        assert_eq!(std::mem::offset_of!(TestRunAttr, repeat), 32);
-        assert_eq!(std::mem::offset_of!(TestRunAttr, ctx_in), 48);
-        assert_eq!(std::mem::offset_of!(TestRunAttr, flags), 64);
         assert_eq!(std::mem::offset_of!(ProgLoadAttr, prog_name), 48);
         assert_eq!(std::mem::offset_of!(ProgLoadAttr, expected_attach_type), 68);
         assert_eq!(std::mem::offset_of!(LinkCreateAttr, expected_revision), 24);

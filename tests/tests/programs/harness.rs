@@ -17,7 +17,10 @@ use hostgw_common::{
     counters::{self, family, hook, reason},
     names,
 };
-use hostgw_tests::frame::{ETH_LEN, IP, Ipv4Frame, Ipv6Frame, ipv4_checksum};
+use hostgw_tests::{
+    bpf::{BPF_F_TEST_SKB_CHECKSUM_COMPLETE, TestRunAttr, test_run},
+    frame::{ETH_LEN, IP, Ipv4Frame, Ipv6Frame, ipv4_checksum},
+};
 
 use crate::world::{
     BRIDGE_MAC, NODE42_MAC, POD, POD_MAC, POD6, REMOTE, REMOTE6, UPLINK_MAC, World, kernel,
@@ -255,6 +258,45 @@ impl Programs {
         };
         out.truncate(r.data_size_out as usize);
         Some((r.return_value, out))
+    }
+
+    /// Runs a TC program on `frame` arriving on `ifindex` as an skb with `CHECKSUM_COMPLETE`
+    /// (`BPF_F_TEST_SKB_CHECKSUM_COMPLETE`, Linux 6.11): the kernel sums the packet first
+    /// and, after the run, refuses with `EBADMSG` if `skb->csum` no longer matches what the
+    /// program left. Returns the return code, or the errno.
+    pub(crate) fn run_csum_complete(
+        &self,
+        prog: Prog,
+        frame: &[u8],
+        ifindex: u32,
+    ) -> Result<u32, i32> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let name = if prog == Prog::Egress {
+            names::PROG_EGRESS
+        } else {
+            names::PROG_INGRESS
+        };
+        let p: &SchedClassifier = self.program(name).try_into().unwrap();
+        let fd = p.fd().expect("a loaded program").as_fd().as_raw_fd();
+        let mut ctx = [0u8; 192];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut out = vec![0u8; 8192];
+        let mut attr = TestRunAttr {
+            prog_fd: fd as u32,
+            data_size_in: frame.len() as u32,
+            data_size_out: out.len() as u32,
+            data_in: frame.as_ptr() as u64,
+            data_out: out.as_mut_ptr() as u64,
+            repeat: 1,
+            ctx_size_in: ctx.len() as u32,
+            ctx_in: ctx.as_ptr() as u64,
+            flags: BPF_F_TEST_SKB_CHECKSUM_COMPLETE,
+            ..TestRunAttr::default()
+        };
+        match test_run(&mut attr) {
+            Ok(()) => Ok(attr.retval),
+            Err(e) => Err(e.raw_os_error().unwrap_or(0)),
+        }
     }
 
     /// Packets counted per stats index, summed over CPUs.

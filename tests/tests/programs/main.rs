@@ -15,6 +15,7 @@
 //! `v6` hold the per-family decision tables; `model` the randomized run against the model;
 //! `gate` the conntrack-gate rows; `klog` the rate limit of the programs' log records.
 
+mod csum;
 mod gate;
 mod harness;
 mod klog;
