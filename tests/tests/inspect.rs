@@ -231,7 +231,7 @@ fn status_reports_the_pinned_maps_sizes() {
         ("ROUTES_V6", "lpm_trie", 20, 40, 48),
         ("ENDPOINTS_V4", "hash", 4, 12, 64),
         ("ENDPOINTS_V6", "hash", 16, 12, 80),
-        ("STATE", "array", 4, 16, 1),
+        ("STATE", "array", 4, size_of::<hostgw_common::State>(), 1),
     ];
     for (name, kind, key, value, entries) in maps {
         let path = pins.path().join(name);
