@@ -1,5 +1,6 @@
-//! Fast-pathed flows' conntrack entries live as long as the flows do: the programs keep an
-//! entry alive as conntrack would if it saw the packets they forward.
+//! What conntrack must keep seeing: fast-pathed flows' entries live as long as the flows do
+//! (the programs keep an entry alive as conntrack would if it saw the packets they forward),
+//! and a flow with a helper is the helper's, packet by packet.
 
 use super::*;
 
@@ -204,4 +205,62 @@ fn tcp_reader(netns: &str, to: SocketAddr) -> Vec<usize> {
     })
     .join()
     .expect("the TCP reader panicked")
+}
+
+/// A flow with a conntrack helper (TFTP here, assigned by an nftables `ct helper` rule as
+/// an admin or kube-proxy would for FTP or SIP) must be seen by the helper packet by packet:
+/// with the gate on it never takes the fast path, though conntrack has seen its replies.
+#[test]
+fn a_flow_with_a_conntrack_helper_stays_on_the_stack() {
+    const TFTP: u16 = 69;
+    let mut lab = lab("ghelper");
+    for i in [1, 2] {
+        nft(&lab, i, &cluster_ip_rules(lab.pod(2, 1).ip()));
+        nft(
+            &lab,
+            i,
+            "table inet hostgw_test_helper {
+                ct helper tftp-standard { type \"tftp\" protocol udp; }
+                chain prerouting {
+                    type filter hook prerouting priority 0; policy accept;
+                    udp dport 69 ct helper set \"tftp-standard\"
+                }
+            }",
+        );
+        restart_with_gate(&mut lab, i, "on", true);
+    }
+    warm_up(&lab, (1, 1), (2, 2));
+    let server = lab.pod(2, 2);
+    let _tftp = EchoServer::start(server.netns(), SocketAddrV4::new(server.ip(), TFTP));
+    let _plain = EchoServer::start(server.netns(), SocketAddrV4::new(server.ip(), BACKEND_PORT));
+    let client = lab.pod(1, 1).netns().to_owned();
+
+    let exchange = |port: u16| {
+        let before = lab.fast_path_counters(1);
+        let to = SocketAddrV4::new(server.ip(), port);
+        let replies = udp_exchange(&client, to, 20);
+        assert_udp_from(&lab, &replies, to, &format!("UDP to port {port}"));
+        let c = lab.fast_path_counters(1).since(&before);
+        println!("UDP to port {port}, 20 rounds: n1 {:?}", c.nonzero());
+        c
+    };
+    // The same exchange without a helper takes the fast path: the test can tell.
+    let plain = exchange(BACKEND_PORT);
+    assert!(
+        plain.reason(reason::CT_ESTABLISHED) >= 30,
+        "a plain UDP flow on the fast path: {:?}",
+        plain.nonzero()
+    );
+    let helped = exchange(TFTP);
+    assert_eq!(
+        (helped.fast(), helped.reason(reason::CT_ESTABLISHED)),
+        (0, 0),
+        "the TFTP flow, which has a helper, took the fast path: {:?}",
+        helped.nonzero()
+    );
+    assert!(
+        helped.reason(reason::CT_UNREPLIED) >= 30,
+        "the TFTP flow's packets went to the stack for its helper: {:?}",
+        helped.nonzero()
+    );
 }
