@@ -105,6 +105,26 @@ pub struct RunArgs {
     #[arg(long, env = "HOSTGW_NODE_NAME")]
     pub node_name: Option<String>,
 
+    /// The cluster's pod network, at most one per family (flannel's `Network` and
+    /// `IPv6Network`; repeat the flag, or separate with commas): a Node's pod CIDR outside it
+    /// is refused. Without one of a family, that family's pod CIDRs may be anywhere that is
+    /// not refused anyway (default routes, link-local, loopback, multicast, the node network).
+    #[arg(
+        long = "cluster-cidr",
+        env = "HOSTGW_CLUSTER_CIDR",
+        value_delimiter = ','
+    )]
+    pub cluster_cidrs: Vec<ipnet::IpNet>,
+
+    /// The Services' range(s) (`--service-cluster-ip-range`): a Node's pod CIDR overlapping
+    /// one is refused. Repeat the flag or separate with commas.
+    #[arg(
+        long = "service-cidr",
+        env = "HOSTGW_SERVICE_CIDR",
+        value_delimiter = ','
+    )]
+    pub service_cidrs: Vec<ipnet::IpNet>,
+
     /// Read the nodes from this file: a v1 `NodeList` in YAML or JSON, as `kubectl get
     /// nodes -o yaml` prints it. The file is watched; edits apply without a restart.
     /// Without it the nodes come from the Kubernetes API (in-cluster configuration, or

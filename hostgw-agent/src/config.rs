@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use ipnet::IpNet;
+
 use crate::cli::RunArgs;
 
 /// What was wrong with the command line.
@@ -41,6 +43,12 @@ pub enum ConfigError {
     /// A resync interval of zero.
     #[error("--resync-seconds: must be at least 1")]
     Resync,
+    /// A CIDR flag value with host bits set.
+    #[error("--{flag}: {cidr} has host bits set; did you mean {}?", cidr.trunc())]
+    CidrHostBits { flag: &'static str, cidr: IpNet },
+    /// Two cluster CIDRs of one family.
+    #[error("--cluster-cidr: {0} and {1} are both of one family; give at most one per family")]
+    ClusterCidrTwice(IpNet, IpNet),
 }
 
 /// The daemon's configuration.
@@ -62,6 +70,10 @@ pub struct Config {
     pub xdp: crate::cli::XdpAttach,
     pub tc_attach: crate::cli::TcAttach,
     pub resync: std::time::Duration,
+    /// `--cluster-cidr`: at most one per family.
+    pub cluster_cidrs: Vec<IpNet>,
+    /// `--service-cidr`.
+    pub service_cidrs: Vec<IpNet>,
 }
 
 impl TryFrom<RunArgs> for Config {
@@ -110,6 +122,24 @@ impl TryFrom<RunArgs> for Config {
         if args.resync_seconds == 0 {
             return Err(ConfigError::Resync);
         }
+        for (flag, cidrs) in [
+            ("cluster-cidr", &args.cluster_cidrs),
+            ("service-cidr", &args.service_cidrs),
+        ] {
+            if let Some(cidr) = cidrs.iter().find(|c| c.trunc() != **c) {
+                return Err(ConfigError::CidrHostBits { flag, cidr: *cidr });
+            }
+        }
+        for (i, a) in args.cluster_cidrs.iter().enumerate() {
+            if let Some(b) = args.cluster_cidrs[i + 1..].iter().find(|b| {
+                matches!(
+                    (a, b),
+                    (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
+                )
+            }) {
+                return Err(ConfigError::ClusterCidrTwice(*a, *b));
+            }
+        }
         Ok(Self {
             node_name,
             nodes_file: args.nodes_file,
@@ -121,6 +151,8 @@ impl TryFrom<RunArgs> for Config {
             xdp: args.xdp,
             tc_attach: args.tc_attach,
             resync: std::time::Duration::from_secs(args.resync_seconds),
+            cluster_cidrs: args.cluster_cidrs,
+            service_cidrs: args.service_cidrs,
             uplink: args.uplink,
             bridge: args.bridge,
             pin_dir: args.pin_dir,
@@ -215,6 +247,41 @@ mod tests {
         assert!(!c.fib_fallback);
         assert!(c.replace_programs);
         assert_eq!(c.nodes_file, Some(PathBuf::from("/etc/hostgw/nodes.yaml")));
+    }
+
+    #[test]
+    fn cluster_and_service_cidrs() {
+        let c = parse(&[
+            "--uplink",
+            "eth0",
+            "--node-name",
+            "n1",
+            "--cluster-cidr",
+            "10.244.0.0/16,fd00:10::/56",
+            "--service-cidr",
+            "10.96.0.0/12",
+        ])
+        .expect("valid");
+        let nets = |v: &[&str]| v.iter().map(|s| s.parse().unwrap()).collect::<Vec<IpNet>>();
+        assert_eq!(c.cluster_cidrs, nets(&["10.244.0.0/16", "fd00:10::/56"]));
+        assert_eq!(c.service_cidrs, nets(&["10.96.0.0/12"]));
+        let e = parse(&["--uplink", "eth0", "--cluster-cidr", "10.244.1.0/16"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--cluster-cidr: 10.244.1.0/16 has host bits set; did you mean 10.244.0.0/16?"
+        );
+        let e = parse(&[
+            "--uplink",
+            "eth0",
+            "--cluster-cidr",
+            "10.244.0.0/16",
+            "--cluster-cidr",
+            "10.245.0.0/16",
+        ])
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::ClusterCidrTwice(..)), "{e}");
+        let e = parse(&["--uplink", "eth0", "--service-cidr", "10.96.0.1/12"]).unwrap_err();
+        assert!(e.to_string().starts_with("--service-cidr:"), "{e}");
     }
 
     #[test]

@@ -386,6 +386,8 @@ mod tests {
             netns: None,
             keep_dataplane: false,
             fib_fallback,
+            cluster_cidrs: Vec::new(),
+            service_cidrs: Vec::new(),
         }
     }
 

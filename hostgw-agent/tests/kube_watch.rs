@@ -334,6 +334,7 @@ async fn a_pod_cidr_assigned_later_is_picked_up() {
     let local = Local {
         node_name: "me".into(),
         uplink_addrs: vec!["172.20.11.43/24".parse().unwrap()],
+        ..Local::default()
     };
     let routes = |rx: &Nodes| {
         let items = rx.borrow().clone().expect("a list");

@@ -284,3 +284,51 @@ fn status_reports_the_pinned_maps_sizes() {
         "no links pinned: {status}"
     );
 }
+
+/// A Node that claims the cloud metadata address as its pod CIDR (what a compromised kubelet
+/// could write) gets no route on the other nodes; the refusal is in the log and in
+/// `hostgw_nodes_skipped`, and the other nodes keep forwarding.
+#[test]
+fn a_node_claiming_the_metadata_address_is_refused_and_reported() {
+    let mut list: Vec<lab::NodeEntry> = (1..=3).map(lab::NodeEntry::of_v4).collect();
+    list[2].pod_cidr = "169.254.169.254/32".into();
+    let lab = Lab::start(
+        "metadata",
+        &Spec {
+            node_list: Some(list),
+            ipv6: false,
+            ..Spec::new(3, 1, Mode::FastPath)
+        },
+    );
+    for i in [1, 2] {
+        let routes = lab.agent_routes(i);
+        assert!(
+            !routes.keys().any(|c| c.starts_with("169.254.")),
+            "n{i} routes the metadata address: {routes:?}"
+        );
+        assert_eq!(routes.len(), 1, "n{i} routes: {routes:?}");
+        let reported = lab.agent_events(i).iter().any(|e| {
+            e.level == "WARN"
+                && e.field_str("node") == Some("n3")
+                && e.field_str("reason") == Some("reserved_cidr")
+        });
+        assert!(
+            reported,
+            "n{i} did not name the refusal:\n{}",
+            lab.agent_log(i)
+        );
+        let metrics = samples(&http_get(&lab, i, "/metrics"));
+        assert_eq!(
+            metrics.get("hostgw_nodes_skipped{reason=\"reserved_cidr\",family=\"ipv4\"}"),
+            Some(&1),
+            "n{i} metrics: {metrics:?}"
+        );
+    }
+    let s = lab.ping(
+        lab.pod(1, 1),
+        lab.pod(2, 1).ip(),
+        3,
+        Duration::from_millis(100),
+    );
+    assert_eq!(s.received, 3, "n1p1 → n2p1 next to the refused node");
+}

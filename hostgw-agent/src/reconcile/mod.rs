@@ -170,6 +170,8 @@ impl Reconciler {
         let local = Local {
             node_name: self.config.node_name.clone(),
             uplink_addrs: observed.uplink_addrs.clone(),
+            cluster_cidrs: self.config.cluster_cidrs.clone(),
+            service_cidrs: self.config.service_cidrs.clone(),
         };
         let d = desired::desired(&items, &local);
         self.report_skips(&d);

@@ -812,6 +812,7 @@ async fn skips_and_routes_are_exported_by_family() {
             "172.20.11.43/24".parse().unwrap(),
             "fd00:20::43/64".parse().unwrap(),
         ],
+        ..Local::default()
     };
     let d = desired::desired(&items, &local);
     r.report_skips(&d);

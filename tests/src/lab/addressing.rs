@@ -61,12 +61,18 @@ impl NodeEntry {
     }
 
     /// `(network, prefix length, node IP)` when the entry is well-formed: an IPv4 CIDR whose
-    /// address is its network address, and an IPv4 `InternalIP`.
+    /// address is its network address, and an IPv4 `InternalIP`; and the agents accept it as
+    /// a pod network (not link-local, loopback, multicast or `0.0.0.0/8` addresses).
     pub fn parsed(&self) -> Option<(Ipv4Addr, u8, Ipv4Addr)> {
         let (addr, len) = self.pod_cidr.split_once('/')?;
         let addr: Ipv4Addr = addr.parse().ok()?;
         let len: u8 = len.parse().ok()?;
-        if len > 32 {
+        if len > 32
+            || addr.is_link_local()
+            || addr.is_loopback()
+            || addr.is_multicast()
+            || addr.octets()[0] == 0
+        {
             return None;
         }
         let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);

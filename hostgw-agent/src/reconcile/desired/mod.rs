@@ -36,6 +36,10 @@ pub struct Local {
     /// The addresses on the uplink, both families, with their prefix (what "on-link" is
     /// checked against; IPv6 link-local ones are not used for that).
     pub uplink_addrs: Vec<IpNet>,
+    /// `--cluster-cidr`: where pod CIDRs may be, per family (none of a family: anywhere).
+    pub cluster_cidrs: Vec<IpNet>,
+    /// `--service-cidr`: where pod CIDRs must not be.
+    pub service_cidrs: Vec<IpNet>,
 }
 
 /// A route to another node's pod CIDR.
@@ -68,6 +72,16 @@ pub enum SkipReason {
     AddressIsOurs(IpAddr),
     /// A pod CIDR overlaps this node's or an earlier (by name) node's pod CIDR.
     Overlap { cidr: IpNet, with: String },
+    /// A pod CIDR no node may have: a default route, or link-local, loopback, multicast or
+    /// unspecified addresses (`what` says which).
+    ReservedCidr { cidr: IpNet, what: &'static str },
+    /// A pod CIDR overlapping the node network: a subnet of the uplink or an address of
+    /// this node (`with`).
+    NodeNetwork { cidr: IpNet, with: IpNet },
+    /// A pod CIDR outside every `--cluster-cidr` of its family.
+    OutsideClusterCidr(IpNet),
+    /// A pod CIDR overlapping a `--service-cidr`.
+    ServiceCidr { cidr: IpNet, service: IpNet },
 }
 
 impl SkipReason {
@@ -83,6 +97,10 @@ impl SkipReason {
             Self::NotOnLink(_) => "not_on_link",
             Self::AddressIsOurs(_) => "address_is_ours",
             Self::Overlap { .. } => "overlap",
+            Self::ReservedCidr { .. } => "reserved_cidr",
+            Self::NodeNetwork { .. } => "node_network",
+            Self::OutsideClusterCidr(_) => "outside_cluster_cidr",
+            Self::ServiceCidr { .. } => "service_cidr",
         }
     }
 }
@@ -109,6 +127,21 @@ impl fmt::Display for SkipReason {
             ),
             Self::AddressIsOurs(a) => write!(f, "InternalIP {a} is an address of this node"),
             Self::Overlap { cidr, with } => write!(f, "pod CIDR {cidr} overlaps node {with}'s"),
+            Self::ReservedCidr { cidr, what } => write!(
+                f,
+                "pod CIDR {cidr} covers {what} addresses, which are never a pod network"
+            ),
+            Self::NodeNetwork { cidr, with } => write!(
+                f,
+                "pod CIDR {cidr} overlaps the node network ({with} on the uplink)"
+            ),
+            Self::OutsideClusterCidr(cidr) => write!(
+                f,
+                "pod CIDR {cidr} is outside every --cluster-cidr of its family"
+            ),
+            Self::ServiceCidr { cidr, service } => {
+                write!(f, "pod CIDR {cidr} overlaps the service CIDR {service}")
+            }
         }
     }
 }
@@ -187,7 +220,7 @@ pub fn desired(items: &[Item], local: &Local) -> Desired {
 
     let cidrs: Vec<[Result<Vec<IpNet>, SkipReason>; 2]> = nodes
         .iter()
-        .map(|n| Family::ALL.map(|f| pod_cidrs(n, f)))
+        .map(|n| Family::ALL.map(|f| pod_cidrs(n, f, local)))
         .collect();
     let mut in_use: BTreeSet<Family> = Family::ALL
         .into_iter()
@@ -282,8 +315,9 @@ pub fn desired(items: &[Item], local: &Local) -> Desired {
 }
 
 /// A node's pod CIDRs of `family` (possibly none). A CIDR that does not parse counts for the
-/// family it looks like, so a broken IPv6 CIDR leaves the IPv4 side intact.
-fn pod_cidrs(node: &NodeInfo, family: Family) -> Result<Vec<IpNet>, SkipReason> {
+/// family it looks like, so a broken IPv6 CIDR leaves the IPv4 side intact. A CIDR that
+/// parses must also be one a pod network can be ([`refused`]).
+fn pod_cidrs(node: &NodeInfo, family: Family, local: &Local) -> Result<Vec<IpNet>, SkipReason> {
     let mut out = Vec::new();
     for text in node
         .pod_cidrs
@@ -297,9 +331,67 @@ fn pod_cidrs(node: &NodeInfo, family: Family) -> Result<Vec<IpNet>, SkipReason> 
         if net.trunc() != net || Family::of_net(net) != family {
             return Err(SkipReason::MalformedCidr(text.clone()));
         }
+        if let Some(reason) = refused(net, local) {
+            return Err(reason);
+        }
         out.push(net);
     }
     Ok(out)
+}
+
+/// Address ranges that are never a pod network, with what they are.
+const RESERVED: [(&str, &str); 9] = [
+    ("0.0.0.0/8", "unspecified"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+    ("::ffff:0:0/96", "IPv4-mapped"),
+];
+
+/// Why a Node's pod CIDR `cidr` must not be routed, whatever the Node says: it would take
+/// traffic the node needs elsewhere (the default route, the metadata service's link-local
+/// address, the node's own network, the Services), or lies outside the cluster's pod network.
+fn refused(cidr: IpNet, local: &Local) -> Option<SkipReason> {
+    let overlaps = |a: &IpNet, b: &IpNet| a.contains(&b.network()) || b.contains(&a.network());
+    if cidr.prefix_len() == 0 {
+        return Some(SkipReason::ReservedCidr {
+            cidr,
+            what: "all (a default route)",
+        });
+    }
+    for (range, what) in RESERVED {
+        let range: IpNet = range.parse().expect("a valid range");
+        if overlaps(&cidr, &range) {
+            return Some(SkipReason::ReservedCidr { cidr, what });
+        }
+    }
+    for addr in &local.uplink_addrs {
+        // The uplink's subnet, and the address itself (a /32 or /128 has no subnet to speak
+        // of); IPv6 link-local addresses are covered above.
+        if overlaps(&cidr, &addr.trunc()) || cidr.contains(&addr.addr()) {
+            return Some(SkipReason::NodeNetwork { cidr, with: *addr });
+        }
+    }
+    if let Some(service) = local.service_cidrs.iter().find(|s| overlaps(&cidr, s)) {
+        return Some(SkipReason::ServiceCidr {
+            cidr,
+            service: *service,
+        });
+    }
+    let family = Family::of_net(cidr);
+    let mut cluster = local
+        .cluster_cidrs
+        .iter()
+        .filter(|c| Family::of_net(**c) == family)
+        .peekable();
+    if cluster.peek().is_some() && !cluster.any(|c| c.contains(&cidr)) {
+        return Some(SkipReason::OutsideClusterCidr(cidr));
+    }
+    None
 }
 
 /// The node's first `InternalIP` of `family`, if it is a usable host-gw next hop.

@@ -14,6 +14,7 @@ fn local() -> Local {
     Local {
         node_name: "me".into(),
         uplink_addrs: vec!["172.20.11.43/24".parse().unwrap()],
+        ..Local::default()
     }
 }
 
@@ -25,6 +26,7 @@ fn local_dual() -> Local {
             .iter()
             .map(|s| s.parse().unwrap())
             .collect(),
+        ..Local::default()
     }
 }
 
@@ -207,6 +209,7 @@ fn without_uplink_addresses_nothing_is_on_link() {
     let l = Local {
         node_name: "me".into(),
         uplink_addrs: vec![],
+        ..Local::default()
     };
     let d = desired(&[node("b", &["10.1.27.0/24"], &["172.20.11.42"])], &l);
     assert!(d.routes.is_empty());
@@ -415,6 +418,7 @@ fn the_uplinks_link_local_subnet_does_not_make_a_node_on_link() {
     let l = Local {
         node_name: "me".into(),
         uplink_addrs: vec![net("172.20.11.43/24"), net("fe80::43/64")],
+        ..Local::default()
     };
     let d = desired(
         &[node(
@@ -505,4 +509,106 @@ items:
         ])
     );
     assert!(d.skipped.is_empty(), "{:?}", d.skipped);
+}
+
+/// Node objects are not trusted: a pod CIDR that would take traffic the node needs elsewhere
+/// is refused, named, and the other nodes keep their routes.
+#[test]
+fn pod_cidrs_no_pod_network_can_have_are_refused() {
+    let good = node("good", &["10.1.27.0/24"], &["172.20.11.42"]);
+    for (cidr, kind) in [
+        // The metadata service's address: a hijack of every pod's cloud credentials.
+        ("169.254.169.254/32", "reserved_cidr"),
+        ("0.0.0.0/0", "reserved_cidr"),
+        ("0.0.0.0/8", "reserved_cidr"),
+        ("127.0.0.0/8", "reserved_cidr"),
+        ("224.0.0.0/24", "reserved_cidr"),
+        ("::/0", "reserved_cidr"),
+        ("::1/128", "reserved_cidr"),
+        ("fe80::/64", "reserved_cidr"),
+        ("ff05::/64", "reserved_cidr"),
+        ("::ffff:10.1.0.0/120", "reserved_cidr"),
+        // The uplink's subnet, a part of it, and a range around it.
+        ("172.20.11.0/24", "node_network"),
+        ("172.20.11.128/25", "node_network"),
+        ("172.20.0.0/16", "node_network"),
+        ("fd00:20::/64", "node_network"),
+    ] {
+        let bad = node("bad", &[cidr], &["172.20.11.44", "fd00:20::44"]);
+        let d = desired(&[good.clone(), bad], &local_dual());
+        let family = Family::of_net(net(cidr));
+        assert!(
+            d.skipped
+                .iter()
+                .any(|s| s.node == "bad" && s.family == Some(family) && s.reason.kind() == kind),
+            "{cidr}: {:?}",
+            d.skipped
+        );
+        assert!(
+            !d.routes.contains_key(&net(cidr)),
+            "{cidr} was routed: {:?}",
+            d.routes
+        );
+        assert_eq!(
+            d.routes.get(&net("10.1.27.0/24")),
+            Some(&route("good", "172.20.11.42")),
+            "{cidr}: the good node lost its route"
+        );
+    }
+}
+
+/// `--cluster-cidr` limits where a family's pod CIDRs may be; `--service-cidr` is never one.
+#[test]
+fn cluster_and_service_cidrs_limit_the_pod_cidrs() {
+    let l = Local {
+        cluster_cidrs: vec![net("10.1.0.0/16")],
+        service_cidrs: vec![net("10.96.0.0/12"), net("fd00:96::/108")],
+        ..local_dual()
+    };
+    let d = desired(
+        &[
+            node(
+                "a",
+                &["10.1.27.0/24", "fd00:10:27::/64"],
+                &["172.20.11.42", "fd00:20::42"],
+            ),
+            node("b", &["10.2.0.0/24"], &["172.20.11.44"]),
+            node(
+                "c",
+                &["10.1.28.0/24", "fd00:96::/112"],
+                &["172.20.11.45", "fd00:20::45"],
+            ),
+        ],
+        &l,
+    );
+    assert_eq!(
+        family_reasons(&d),
+        vec![
+            ("b".to_owned(), Some(Family::V4), "outside_cluster_cidr"),
+            ("b".to_owned(), Some(Family::V6), "no_pod_cidr"),
+            ("c".to_owned(), Some(Family::V6), "service_cidr"),
+        ]
+    );
+    // No IPv6 cluster CIDR: an IPv6 pod CIDR may be anywhere not refused anyway.
+    assert_eq!(
+        d.routes.keys().copied().collect::<Vec<_>>(),
+        vec![
+            net("10.1.27.0/24"),
+            net("10.1.28.0/24"),
+            net("fd00:10:27::/64")
+        ]
+    );
+    // The service range, even inside the cluster CIDR.
+    let l = Local {
+        cluster_cidrs: vec![net("10.0.0.0/8")],
+        ..l
+    };
+    let d = desired(&[node("s", &["10.96.1.0/24"], &["172.20.11.46"])], &l);
+    assert_eq!(reasons(&d), vec![("s".to_owned(), "service_cidr")]);
+    // Messages name the CIDR and what it would take.
+    let skip = &d.skipped[0];
+    assert_eq!(
+        skip.reason.to_string(),
+        "pod CIDR 10.96.1.0/24 overlaps the service CIDR 10.96.0.0/12"
+    );
 }
