@@ -106,6 +106,11 @@ pub struct Reconciler {
     netfilter: Option<Netfilter>,
     /// Skipped nodes by reason and family (`ipv4`, `ipv6` or `any`), for metrics.
     pub skipped_by_reason: BTreeMap<(&'static str, &'static str), usize>,
+    /// The last node list that had this node: a list without it (a file read half written,
+    /// a truncated API answer) is not applied.
+    trusted: Option<Arc<Vec<Item>>>,
+    /// Whether the latest list's lack of this node was logged.
+    lack_logged: bool,
 }
 
 impl Reconciler {
@@ -117,12 +122,42 @@ impl Reconciler {
             gate: None,
             netfilter: None,
             skipped_by_reason: BTreeMap::new(),
+            trusted: None,
+            lack_logged: false,
         }
     }
 
-    /// The latest node list, if one has been read.
-    fn items(&self) -> Option<Arc<Vec<Item>>> {
-        self.nodes.as_ref().and_then(|n| n.borrow().clone())
+    /// The node list to apply: the latest one when it has this node (`--node-name`), else
+    /// the last one that had it (or none). Every node's routes depend on the list being
+    /// whole, and one without this node is not: a file read while it was being rewritten,
+    /// an API answer cut short.
+    fn items(&mut self) -> Option<Arc<Vec<Item>>> {
+        let latest = self.nodes.as_ref().and_then(|n| n.borrow().clone())?;
+        let me = self.config.node_name.as_str();
+        if latest
+            .iter()
+            .any(|i| matches!(i, Item::Node(n) if n.name == me))
+        {
+            self.lack_logged = false;
+            self.trusted = Some(Arc::clone(&latest));
+            return Some(latest);
+        }
+        if !self.lack_logged {
+            self.lack_logged = true;
+            tracing::warn!(
+                node = me,
+                nodes = latest.len(),
+                kept = self.trusted.is_some(),
+                "the node list has no valid node named {me} (this node, --node-name): not \
+                 applying it; {}",
+                if self.trusted.is_some() {
+                    "the last list that had it stays in force"
+                } else {
+                    "no routes until a list has it"
+                }
+            );
+        }
+        self.trusted.clone()
     }
 
     /// One full round against `host`.

@@ -405,7 +405,8 @@ fn ip_lines(netns: &str, args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-fn agent_routes_in(netns: &str) -> BTreeMap<String, Ipv4Addr> {
+/// The IPv4 routes of protocol [`ROUTE_PROTO`] in namespace `netns`: CIDR → next hop.
+pub fn agent_routes_in(netns: &str) -> BTreeMap<String, Ipv4Addr> {
     let proto = ROUTE_PROTO.to_string();
     parse_routes(&ip_lines(netns, &["route", "show", "proto", &proto]))
 }

@@ -60,7 +60,7 @@ pub use addressing::{
     NodeEntry, bridge_mac, gateway, gateway6, mac_string, node_list_yaml, node_name, pod_ip,
     pod_ip6, pod_mac, pod_network, pod_network6, uplink_ip, uplink_ip6, uplink_mac,
 };
-pub use agents::{LogEvent, log_events, parse_routes, parse_routes6};
+pub use agents::{LogEvent, agent_routes_in, log_events, parse_routes, parse_routes6};
 pub use counters::{Counters, FAST_REASONS, TrieEntry, parse_snmp, parse_snmp6};
 pub use process::{output_within, wait_for};
 pub use teardown::{Teardown, teardown_kept};
