@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
             })?;
         }
         Command::Routes(args) => inspect(&args, |pin, h| async move {
-            let rows = hostgw_agent::inspect::routes(&pin, &h).await?;
+            let rows = hostgw_agent::inspect::routes(&pin, &h, args.metrics_addr).await?;
             print(
                 args.output,
                 &rows,

@@ -763,7 +763,10 @@ fn a_nodes_file_rewritten_in_place_removes_no_route_meanwhile() {
     entries[2].pod_cidr_v6 = None;
     // `kind` first, so that every prefix cut at an item is a list that parses.
     let yaml = lab::node_list_yaml(&entries)
-        .replace("apiVersion: v1\nitems:\n", "apiVersion: v1\nkind: List\nitems:\n")
+        .replace(
+            "apiVersion: v1\nitems:\n",
+            "apiVersion: v1\nkind: List\nitems:\n",
+        )
         .replace("kind: List\nmetadata:\n  resourceVersion: \"\"\n", "");
     // The header, then each node.
     let mut cuts: Vec<usize> = yaml

@@ -332,3 +332,83 @@ fn a_node_claiming_the_metadata_address_is_refused_and_reported() {
     );
     assert_eq!(s.received, 3, "n1p1 → n2p1 next to the refused node");
 }
+
+/// An admin's route for a remote pod CIDR (`proto static`, via another node) is left alone:
+/// not replaced for as long as it is there, the CIDR out of the trie, `routes` showing the
+/// conflict, the log naming it and `hostgw_route_conflicts` counting it; once it is deleted,
+/// hostgw's route and trie entry come back.
+#[test]
+fn a_foreign_route_for_a_pod_cidr_is_left_alone_and_shown() {
+    let lab = Lab::start(
+        "foreign",
+        &Spec {
+            ipv6: false,
+            ..Spec::new(3, 1, Mode::FastPath)
+        },
+    );
+    let cidr = lab.node(2).pod_cidr();
+    let via3 = lab.node(3).uplink_ip().to_string();
+    let ns = lab.node(1).ns();
+    let theirs = || {
+        let out = sh(Command::new("ip").args(["-n", lab.node(1).netns(), "route", "show", &cidr]));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    ns.ip(&[
+        "route",
+        "replace",
+        &cidr,
+        "via",
+        &via3,
+        "dev",
+        lab::UPLINK,
+        "proto",
+        "static",
+    ]);
+    // The route event wakes the agent at once; it must leave the route alone every time.
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        let now = theirs();
+        assert!(
+            now.contains(&format!("via {via3}")) && now.contains("proto static"),
+            "the admin's route was changed to {now:?}\n{}",
+            lab.agent_log(1)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        lab.trie_entry(1, &cidr).is_none(),
+        "{cidr} is still in the trie: {:?}",
+        lab.trie_entry(1, &cidr)
+    );
+    let rows = inspect(&lab, 1, "routes");
+    let row = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["cidr"] == cidr.as_str()))
+        .unwrap_or_else(|| panic!("routes has no row for {cidr}: {rows}"));
+    assert_eq!(row["status"], "conflict: foreign route", "{row}");
+    assert_eq!(row["kernel_via"], via3.as_str(), "{row}");
+    let metrics = samples(&http_get(&lab, 1, "/metrics"));
+    assert_eq!(
+        metrics.get("hostgw_route_conflicts"),
+        Some(&1),
+        "{metrics:?}"
+    );
+    assert!(
+        lab.agent_events(1)
+            .iter()
+            .any(|e| e.level == "WARN" && e.field_str("cidr") == Some(cidr.as_str())),
+        "the conflict was not logged:\n{}",
+        lab.agent_log(1)
+    );
+
+    ns.ip(&["route", "del", &cidr, "proto", "static"]);
+    let via2 = lab.node(2).uplink_ip();
+    lab::wait_for(
+        Duration::from_secs(5),
+        || format!("n1 to route {cidr} again: {:?}", lab.agent_routes(1)),
+        || {
+            (lab.agent_routes(1).get(&cidr) == Some(&via2) && lab.trie_entry(1, &cidr).is_some())
+                .then_some(())
+        },
+    );
+}

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub nodes_programmed: Family<Labels, Gauge>,
     pub nodes_skipped: Family<Labels, Gauge>,
     pub conntrack_gate: Family<Labels, Gauge>,
+    pub route_conflicts: Gauge,
     last: Mutex<Option<LastRound>>,
 }
 
@@ -46,6 +47,8 @@ pub struct LastRound {
     pub routes: usize,
     pub skipped: usize,
     pub conntrack_gate: bool,
+    /// Remote pod CIDRs left to another route of the main table.
+    pub conflicts: Vec<String>,
 }
 
 impl Metrics {
@@ -92,6 +95,12 @@ impl Metrics {
             "1 while the conntrack gate is on, labelled with the configured mode",
             conntrack_gate.clone(),
         );
+        let route_conflicts = Gauge::default();
+        registry.register(
+            "route_conflicts",
+            "Remote pod CIDRs left to a route of the main table that is not hostgw's",
+            route_conflicts.clone(),
+        );
         registry.register_collector(Box::new(Datapath { pin_dir }));
         Self {
             registry,
@@ -102,6 +111,7 @@ impl Metrics {
             nodes_programmed,
             nodes_skipped,
             conntrack_gate,
+            route_conflicts,
             last: Mutex::new(None),
         }
     }

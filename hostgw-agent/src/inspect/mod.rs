@@ -8,7 +8,7 @@ pub mod http;
 pub mod metrics;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
 };
@@ -196,7 +196,8 @@ pub struct RouteRow {
     pub node_mac: Option<String>,
     pub uplink: Option<String>,
     pub mtu: Option<u32>,
-    /// The next hop of hostgw's kernel route for this CIDR.
+    /// The next hop of hostgw's kernel route for this CIDR (of the other route, for a
+    /// conflict).
     pub kernel_via: Option<String>,
     /// The kernel's neighbour entry for the next hop: valid, unresolved, or missing.
     pub neighbour: String,
@@ -204,10 +205,12 @@ pub struct RouteRow {
     pub status: String,
 }
 
-/// The trie joined with hostgw's kernel routes and the next hops' neighbour entries.
+/// The trie joined with hostgw's kernel routes and the next hops' neighbour entries; and the
+/// pod CIDRs the running agent (at `agent_addr`, if one answers) leaves to another route.
 pub async fn routes(
     pin_dir: &Path,
     handle: &rtnetlink::Handle,
+    agent_addr: std::net::SocketAddr,
 ) -> Result<Vec<RouteRow>, InspectError> {
     let trie = trie(pin_dir)?;
     let (ours, others) = kernel::main_routes(handle).await?;
@@ -261,18 +264,32 @@ pub async fn routes(
             status,
         });
     }
+    let report = agent_status(agent_addr).await;
+    let conflicts: BTreeSet<IpNet> = report
+        .as_ref()
+        .and_then(|r| r["last_round"]["conflicts"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.as_str()?.parse().ok())
+        .collect();
+    // A CIDR in no trie entry: one left to another route, or one of ours the trie lacks.
+    let bare = |cidr: &IpNet, via: Option<IpAddr>, status: &str| RouteRow {
+        cidr: cidr.to_string(),
+        node_ip: None,
+        node_mac: None,
+        uplink: None,
+        mtu: None,
+        kernel_via: via.map(|v| v.to_string()),
+        neighbour: "-".to_owned(),
+        status: status.to_owned(),
+    };
+    for cidr in &conflicts {
+        let theirs = others.iter().find(|o| o.cidr == *cidr).and_then(|r| r.via);
+        rows.push(bare(cidr, theirs, "conflict: foreign route"));
+    }
     for (cidr, via) in &kroutes {
-        if !trie.contains_key(cidr) {
-            rows.push(RouteRow {
-                cidr: cidr.to_string(),
-                node_ip: None,
-                node_mac: None,
-                uplink: None,
-                mtu: None,
-                kernel_via: via.map(|v| v.to_string()),
-                neighbour: "-".to_owned(),
-                status: "mismatch: not in the trie".to_owned(),
-            });
+        if !trie.contains_key(cidr) && !conflicts.contains(cidr) {
+            rows.push(bare(cidr, *via, "mismatch: not in the trie"));
         }
     }
     Ok(rows)

@@ -25,6 +25,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
+use ipnet::IpNet;
 use rtnetlink::{
     constants::{
         RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE, RTMGRP_LINK,
@@ -45,7 +46,7 @@ use crate::{
     dataplane::DataplaneError,
     host::{iface::IfaceError, netlink::KernelError, sysctl::SysctlError},
     inspect::metrics,
-    model::{Family, Netfilter},
+    model::{Family, Netfilter, Route},
     source::{Nodes, nodes::Item},
 };
 
@@ -111,6 +112,8 @@ pub struct Reconciler {
     trusted: Option<Arc<Vec<Item>>>,
     /// Whether the latest list's lack of this node was logged.
     lack_logged: bool,
+    /// Remote pod CIDRs left to another route of the main table, as last reported.
+    pub conflicts: BTreeMap<IpNet, Route>,
 }
 
 impl Reconciler {
@@ -124,6 +127,7 @@ impl Reconciler {
             skipped_by_reason: BTreeMap::new(),
             trusted: None,
             lack_logged: false,
+            conflicts: BTreeMap::new(),
         }
     }
 
@@ -172,6 +176,9 @@ impl Reconciler {
                 .observe(&self.config.uplink, &self.config.bridge, auto)
                 .await?;
             let desired = self.desired(&observed);
+            if let Some(d) = &desired {
+                self.report_conflicts(plan::conflicts(d, &observed), d);
+            }
             let gate = self.gate(&observed);
             let ops = plan::plan(desired.as_ref(), &observed, gate);
             round.ops += ops.len();
@@ -222,6 +229,7 @@ impl Reconciler {
         m.conntrack_gate
             .get_or_create(&vec![("mode".to_owned(), mode)])
             .set(i64::from(gate));
+        m.route_conflicts.set(self.conflicts.len() as i64);
         m.nodes_skipped.clear();
         for ((reason, family), n) in &self.skipped_by_reason {
             m.nodes_skipped
@@ -253,6 +261,7 @@ impl Reconciler {
                     routes: round.routes_v4 + round.routes_v6,
                     skipped: self.skipped_by_reason.values().sum(),
                     conntrack_gate: gate,
+                    conflicts: self.conflicts.keys().map(ToString::to_string).collect(),
                 }
             }
             Err(error) => {
@@ -266,6 +275,7 @@ impl Reconciler {
                     routes: 0,
                     skipped: self.skipped_by_reason.values().sum(),
                     conntrack_gate: gate,
+                    conflicts: self.conflicts.keys().map(ToString::to_string).collect(),
                 }
             }
         };
@@ -306,6 +316,31 @@ impl Reconciler {
     }
 
     /// Logs each skipped node once per change of the skip set, and counts them by reason.
+    /// Logs each remote pod CIDR that another route of the main table takes, and each that
+    /// is free again, once per change.
+    fn report_conflicts(&mut self, now: BTreeMap<IpNet, Route>, d: &Desired) {
+        if now == self.conflicts {
+            return;
+        }
+        for (cidr, theirs) in &now {
+            if self.conflicts.get(cidr) != Some(theirs) {
+                tracing::warn!(
+                    %cidr,
+                    node = d.routes.get(cidr).map(|r| r.node.as_str()),
+                    their_via = theirs.via.map(|v| v.to_string()),
+                    "the main table has a route for pod CIDR {cidr} that is not hostgw's: it \
+                     is left alone, and the CIDR to the kernel, until that route is gone"
+                );
+            }
+        }
+        for cidr in self.conflicts.keys() {
+            if !now.contains_key(cidr) {
+                tracing::info!(%cidr, "the other route for pod CIDR {cidr} is gone: routing it");
+            }
+        }
+        self.conflicts = now;
+    }
+
     fn report_skips(&mut self, d: &Desired) {
         if d.skipped == self.reported_skips {
             return;

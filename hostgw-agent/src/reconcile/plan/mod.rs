@@ -18,7 +18,9 @@
 //!   entries as conntrack would), and the smallest MTU of another route in the main table
 //!   (the FIB fallback sends larger packets to the stack, which honours route MTUs).
 //! - Routes: one `podCIDR via nodeIP dev uplink proto 203` per remote CIDR; any other route
-//!   of ours is deleted.
+//!   of ours is deleted. A remote CIDR the main table already has a route of someone else's
+//!   for ([`conflicts`]) is left to that route: not replaced, ours for it deleted, not in the
+//!   trie.
 //! - Next hops: a neighbour entry for every node address, created (managed, tagged as ours)
 //!   when missing or failed; ours for addresses no longer used are deleted.
 //! - Route trie: one entry per remote CIDR with the next hop's MAC when the kernel has
@@ -334,8 +336,27 @@ fn defers_to_fib(cidr: &IpNet, others: &[Route]) -> bool {
     })
 }
 
+/// The remote pod CIDRs the main table has a route for that is not hostgw's (exactly that
+/// prefix: an admin's `proto static`, another CNI's): hostgw leaves them to it, neither
+/// replacing nor deleting it, and keeps them out of the trie until it is gone.
+pub fn conflicts(desired: &Desired, actual: &Observed) -> BTreeMap<IpNet, Route> {
+    desired
+        .routes
+        .keys()
+        .filter_map(|cidr| {
+            actual
+                .other_routes
+                .iter()
+                .find(|r| r.cidr == *cidr)
+                .map(|r| (*cidr, r.clone()))
+        })
+        .collect()
+}
+
 fn network_via(desired: &Desired, actual: &Observed, uplink: &Uplink) -> Vec<Op> {
     let mut ops = Vec::new();
+    let foreign = conflicts(desired, actual);
+    let routed = |cidr: &IpNet| desired.routes.contains_key(cidr) && !foreign.contains_key(cidr);
     let by_ip: BTreeMap<IpAddr, &Neighbour> = actual.neighbours.iter().map(|n| (n.ip, n)).collect();
     let next_hops: BTreeSet<IpAddr> = desired.routes.values().map(|r| r.via).collect();
 
@@ -353,7 +374,7 @@ fn network_via(desired: &Desired, actual: &Observed, uplink: &Uplink) -> Vec<Op>
     }
 
     let mut kept = BTreeSet::new();
-    for (cidr, remote) in &desired.routes {
+    for (cidr, remote) in desired.routes.iter().filter(|(c, _)| routed(c)) {
         let present = actual
             .routes
             .iter()
@@ -368,7 +389,7 @@ fn network_via(desired: &Desired, actual: &Observed, uplink: &Uplink) -> Vec<Op>
             });
         }
     }
-    for (cidr, remote) in &desired.routes {
+    for (cidr, remote) in desired.routes.iter().filter(|(c, _)| routed(c)) {
         let mac = by_ip
             .get(&remote.via)
             .filter(|n| n.state == NeighState::Valid)
@@ -401,7 +422,7 @@ fn network_via(desired: &Desired, actual: &Observed, uplink: &Uplink) -> Vec<Op>
     put_endpoints(&endpoints, actual, &mut ops);
 
     for cidr in actual.trie.keys() {
-        if !desired.routes.contains_key(cidr) {
+        if !routed(cidr) {
             ops.push(Op::DeleteTrie { cidr: *cidr });
         }
     }
@@ -409,10 +430,11 @@ fn network_via(desired: &Desired, actual: &Observed, uplink: &Uplink) -> Vec<Op>
     // Our routes that are not wanted, including extra copies of a wanted one.
     let mut matched = BTreeSet::new();
     for r in &actual.routes {
-        let wanted = desired
-            .routes
-            .get(&r.cidr)
-            .is_some_and(|remote| r.via == Some(remote.via) && r.oif == Some(uplink.index));
+        let wanted = routed(&r.cidr)
+            && desired
+                .routes
+                .get(&r.cidr)
+                .is_some_and(|remote| r.via == Some(remote.via) && r.oif == Some(uplink.index));
         if !(wanted && kept.contains(&r.cidr) && matched.insert(r.cidr)) {
             ops.push(Op::DeleteRoute { route: r.clone() });
         }

@@ -205,6 +205,60 @@ fn other_routes_inside_a_remote_cidr_make_its_entry_ask_the_fib() {
     );
 }
 
+/// A route of someone else's for exactly a remote pod CIDR (an admin's `proto static`) is
+/// left alone: ours is not installed over it (a replace would overwrite it), ours is deleted
+/// if it is there, and the CIDR leaves the trie; once the other route is gone, ours and the
+/// trie entry come back.
+#[test]
+fn a_foreign_route_for_a_pod_cidr_is_left_alone() {
+    let d = desired(&[
+        ("10.1.27.0/24", "172.20.11.42"),
+        ("10.1.28.0/24", "172.20.11.44"),
+    ]);
+    let mut a = converged(&d);
+    let ours = a
+        .routes
+        .iter()
+        .find(|r| r.cidr == net("10.1.27.0/24"))
+        .cloned()
+        .unwrap();
+    let theirs = kroute("10.1.27.0/24", "172.20.11.99", UPLINK.index);
+    a.other_routes = vec![theirs.clone()];
+    assert_eq!(
+        conflicts(&d, &a),
+        BTreeMap::from([(net("10.1.27.0/24"), theirs)])
+    );
+    assert_eq!(
+        network_via(&d, &a, &UPLINK),
+        vec![
+            Op::DeleteTrie {
+                cidr: net("10.1.27.0/24")
+            },
+            Op::DeleteRoute { route: ours }
+        ]
+    );
+    // The kernel as it is afterwards: only theirs, no trie entry. Nothing more to do.
+    a.routes.retain(|r| r.cidr != net("10.1.27.0/24"));
+    a.trie.remove(&net("10.1.27.0/24"));
+    assert_eq!(network_via(&d, &a, &UPLINK), vec![]);
+    // Theirs goes: ours comes back.
+    a.other_routes.clear();
+    assert_eq!(
+        network_via(&d, &a, &UPLINK),
+        vec![
+            Op::ReplaceRoute {
+                cidr: net("10.1.27.0/24"),
+                via: ip("172.20.11.42"),
+                oif: UPLINK.index
+            },
+            Op::PutTrie {
+                cidr: net("10.1.27.0/24"),
+                route: trie_entry("172.20.11.42", Some(42))
+            }
+        ]
+    );
+}
+
 /// An MTU an operator sets on our route reaches its trie entry, as the kernel honours it.
 #[test]
 fn an_mtu_on_our_route_reaches_the_trie() {
