@@ -138,10 +138,12 @@ impl Reconciler {
     fn items(&mut self) -> Option<Arc<Vec<Item>>> {
         let latest = self.nodes.as_ref().and_then(|n| n.borrow().clone())?;
         let me = self.config.node_name.as_str();
-        if latest
-            .iter()
-            .any(|i| matches!(i, Item::Node(n) if n.name == me))
-        {
+        // Present, even if malformed: that is a problem of the object, reported as such, not
+        // a sign of a list cut short.
+        if latest.iter().any(|i| match i {
+            Item::Node(n) => n.name == me,
+            Item::Malformed { name, .. } => name == me,
+        }) {
             self.lack_logged = false;
             self.trusted = Some(Arc::clone(&latest));
             return Some(latest);
@@ -152,8 +154,8 @@ impl Reconciler {
                 node = me,
                 nodes = latest.len(),
                 kept = self.trusted.is_some(),
-                "the node list has no valid node named {me} (this node, --node-name): not \
-                 applying it; {}",
+                "the node list has no node named {me} (this node, --node-name): not applying \
+                 it; {}",
                 if self.trusted.is_some() {
                     "the last list that had it stays in force"
                 } else {

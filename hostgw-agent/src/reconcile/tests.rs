@@ -664,6 +664,18 @@ async fn a_node_list_without_this_node_is_not_applied() {
     let others: Vec<Item> = cluster().into_iter().skip(1).take(1).collect();
     tx.send_replace(Some(Arc::new(others)));
     assert_eq!(fake.round(&mut r).await, vec![], "a list of b alone");
+    // This node present but malformed: the list is whole, and applies (b and c stay).
+    let mut malformed_me = cluster();
+    malformed_me[0] = Item::Malformed {
+        name: "me".into(),
+        error: "bad".into(),
+    };
+    tx.send_replace(Some(Arc::new(malformed_me)));
+    let ops = fake.round(&mut r).await;
+    assert!(
+        !ops.iter().any(|op| matches!(op, Op::DeleteRoute { .. })),
+        "{ops:?}"
+    );
     // A list with this node and without c removes c's route.
     let whole: Vec<Item> = cluster().into_iter().take(2).collect();
     tx.send_replace(Some(Arc::new(whole)));
