@@ -163,7 +163,7 @@ async fn run(
 ) {
     // The first read was just made: the first poll is one period away.
     let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + POLL, POLL);
-    // While a writer has the file open: since when.
+    // While a writer has the file open: when it last wrote.
     let mut writing: Option<tokio::time::Instant> = None;
     loop {
         let timeout = writing.map(|since| since + WRITE_TIMEOUT);
@@ -177,7 +177,7 @@ async fn run(
                     last = c;
                 }
                 if last == Change::Writing {
-                    writing.get_or_insert_with(tokio::time::Instant::now);
+                    writing = Some(tokio::time::Instant::now());
                     continue;
                 }
                 writing = None;
