@@ -111,46 +111,63 @@ fn root_qdisc_packets(lab: &Lab, i: usize, dev: &str) -> u64 {
         .unwrap_or_else(|| panic!("no root qdisc counters on n{i}'s {dev}: {q}"))
 }
 
-/// Adds a clsact qdisc and a filter that drops ICMP echo requests on `dev`'s ingress: a u32
-/// match (protocol 1, type 8 behind a 20-byte header) whose action redirects to an `ifb` device that is down, where the packet is dropped
-/// (the same effect as `action drop`, with the modules every kernel here has).
+/// Adds a clsact qdisc and a filter that drops ICMP echo requests on `dev`'s ingress, as an
+/// admin would: `flower ip_proto icmp icmp_type 8 action drop`. Where the kernel has no
+/// `cls_flower` or `act_gact` (this machine's is built without them; Debian's has them as
+/// modules), the same effect with what every kernel here has: a u32 match (protocol 1, type 8
+/// behind a 20-byte header) whose action redirects to an `ifb` device that is down, where the
+/// packet is dropped. Says which it used.
 fn drop_echo_requests_on_ingress(lab: &Lab, i: usize, dev: &str) {
     let ns = lab.node(i).ns();
-    ns.ip(&["link", "add", "blackhole", "type", "ifb"]);
     tc(lab, i, &["qdisc", "add", "dev", dev, "clsact"]);
-    tc(
-        lab,
-        i,
-        &[
-            "filter",
-            "add",
-            "dev",
-            dev,
-            "ingress",
-            "pref",
-            "49152",
-            "protocol",
-            "ip",
-            "u32",
-            "match",
-            "ip",
-            "protocol",
-            "1",
-            "0xff",
-            "match",
-            "u8",
+    let filter = [
+        "filter", "add", "dev", dev, "ingress", "pref", "49152", "protocol", "ip",
+    ];
+    let flower = ns
+        .command("tc")
+        .args(filter)
+        .args([
+            "flower",
+            "ip_proto",
+            "icmp",
+            "icmp_type",
             "8",
-            "0xff",
-            "at",
-            "20",
             "action",
-            "mirred",
-            "egress",
-            "redirect",
-            "dev",
-            "blackhole",
-        ],
+            "drop",
+        ])
+        .output()
+        .expect("running tc");
+    if flower.status.success() {
+        println!("n{i} {dev}: flower drop filter");
+        return;
+    }
+    println!(
+        "n{i} {dev}: no flower/gact here ({}), u32 + mirred to a down ifb instead",
+        String::from_utf8_lossy(&flower.stderr).trim()
     );
+    ns.ip(&["link", "add", "blackhole", "type", "ifb"]);
+    let mut u32_filter: Vec<&str> = filter.to_vec();
+    u32_filter.extend([
+        "u32",
+        "match",
+        "ip",
+        "protocol",
+        "1",
+        "0xff",
+        "match",
+        "u8",
+        "8",
+        "0xff",
+        "at",
+        "20",
+        "action",
+        "mirred",
+        "egress",
+        "redirect",
+        "dev",
+        "blackhole",
+    ]);
+    tc(lab, i, &u32_filter);
 }
 
 #[test]

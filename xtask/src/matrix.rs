@@ -35,7 +35,18 @@ const VIRTME_NG: &str = "virtme-ng==1.42";
 
 /// Modules the dataplane and the lab use, loaded in each VM: first those without conntrack,
 /// then (after the report without it) conntrack and NAT.
-const MODULES: &[&str] = &["veth", "bridge", "sch_ingress", "cls_bpf"];
+const MODULES: &[&str] = &[
+    "veth",
+    "bridge",
+    "sch_ingress",
+    "cls_bpf",
+    // An admin's drop filter (the coexistence test), and what stands in where they are not.
+    "cls_flower",
+    "act_gact",
+    "cls_u32",
+    "act_mirred",
+    "ifb",
+];
 const CONNTRACK_MODULES: &[&str] = &["nf_conntrack", "nf_tables", "nft_chain_nat", "nf_nat"];
 
 /// The kernel report: an agent on a one-node namespace (a veth uplink with `--xdp on`, a bridge
@@ -80,6 +91,11 @@ const SUBSET: &[(&str, &str)] = &[
     ),
     ("dual_stack", "fast_path_every_pod_pair_pings_over_ipv6"),
     ("gate", "services::cluster_ip_dnat_works_with_the_gate_on"),
+    // With Debian's modules, the admin's filter is a real flower drop filter.
+    (
+        "coexist",
+        "an_admins_drop_filter_on_a_pod_veth_drops_like_the_kernel",
+    ),
 ];
 
 #[derive(Debug, clap::Args)]
