@@ -112,34 +112,30 @@ fn root_qdisc_packets(lab: &Lab, i: usize, dev: &str) -> u64 {
 }
 
 /// Adds a clsact qdisc and a filter that drops ICMP echo requests on `dev`'s ingress, as an
-/// admin would: `flower ip_proto icmp icmp_type 8 action drop`. Where the kernel has no
+/// admin would: `flower ip_proto icmp type 8 action drop`. Where the kernel has no
 /// `cls_flower` or `act_gact` (this machine's is built without them; Debian's has them as
 /// modules), the same effect with what every kernel here has: a u32 match (protocol 1, type 8
 /// behind a 20-byte header) whose action redirects to an `ifb` device that is down, where the
-/// packet is dropped. Says which it used.
-fn drop_echo_requests_on_ingress(lab: &Lab, i: usize, dev: &str) {
+/// packet is dropped. Says which it used, and returns its kind as `tc` names it.
+fn drop_echo_requests_on_ingress(lab: &Lab, i: usize, dev: &str) -> &'static str {
     let ns = lab.node(i).ns();
-    tc(lab, i, &["qdisc", "add", "dev", dev, "clsact"]);
+    // Without tcx (before 6.6) the agent's own filters already have the port's clsact.
+    let qdiscs = sh(ns.command("tc").args(["qdisc", "show", "dev", dev]));
+    if !String::from_utf8_lossy(&qdiscs.stdout).contains("clsact") {
+        tc(lab, i, &["qdisc", "add", "dev", dev, "clsact"]);
+    }
     let filter = [
         "filter", "add", "dev", dev, "ingress", "pref", "49152", "protocol", "ip",
     ];
     let flower = ns
         .command("tc")
         .args(filter)
-        .args([
-            "flower",
-            "ip_proto",
-            "icmp",
-            "icmp_type",
-            "8",
-            "action",
-            "drop",
-        ])
+        .args(["flower", "ip_proto", "icmp", "type", "8", "action", "drop"])
         .output()
         .expect("running tc");
     if flower.status.success() {
         println!("n{i} {dev}: flower drop filter");
-        return;
+        return "flower";
     }
     println!(
         "n{i} {dev}: no flower/gact here ({}), u32 + mirred to a down ifb instead",
@@ -168,13 +164,14 @@ fn drop_echo_requests_on_ingress(lab: &Lab, i: usize, dev: &str) {
         "blackhole",
     ]);
     tc(lab, i, &u32_filter);
+    "u32"
 }
 
 #[test]
 fn an_admins_drop_filter_on_a_pod_veth_drops_like_the_kernel() {
     let (kernel, fast) = both("podrop", |lab| {
         let veth = lab.pod(1, 1).host_veth();
-        drop_echo_requests_on_ingress(lab, 1, &veth);
+        let kind = drop_echo_requests_on_ingress(lab, 1, &veth);
         settle(lab, 1, &veth, HOOK_F_SHARED_INGRESS);
         let got = [
             received(lab, (1, 1), lab.pod(1, 2).ip()),
@@ -190,7 +187,7 @@ fn an_admins_drop_filter_on_a_pod_veth_drops_like_the_kernel() {
             assert!(
                 shared[0]["ingress"][0]
                     .as_str()
-                    .is_some_and(|u| u.starts_with("u32 filter, pref 49152")),
+                    .is_some_and(|u| u.starts_with(&format!("{kind} filter, pref 49152"))),
                 "{shared}"
             );
             let before = lab.fast_path_counters(1);
@@ -201,8 +198,13 @@ fn an_admins_drop_filter_on_a_pod_veth_drops_like_the_kernel() {
                 "n1p2's pings took n1's fast path: {:?}",
                 fast.nonzero()
             );
-            // The filter goes: so does the flag, and n1p1 is fast again.
-            tc(lab, 1, &["qdisc", "del", "dev", &veth, "clsact"]);
+            // The filter goes (the qdisc may hold the agent's own, without tcx): so does the
+            // flag, and n1p1 is fast again.
+            tc(
+                lab,
+                1,
+                &["filter", "del", "dev", &veth, "ingress", "pref", "49152"],
+            );
             settle(lab, 1, &veth, 0);
             let before = lab.fast_path_counters(1);
             assert_eq!(received(lab, (1, 1), lab.pod(2, 1).ip()), PINGS);
