@@ -215,27 +215,18 @@ fn df_ping(lab: &Lab, from: (usize, usize), to: IpAddr, size: u32, mtu: u32) -> 
     (received, text.contains(&format!("mtu = {mtu}")))
 }
 
-#[test]
-fn an_mtu_on_the_route_to_a_remote_cidr_is_honoured() {
-    // 1372 bytes of ICMP data make a 1400-byte IPv4 packet.
-    let (under, over) = (1372, 1392);
-    let (kernel, fast) = both("rtmtu", |lab| {
-        warm_up(lab);
-        let cidr = lab.node(2).pod_cidr();
-        let via = lab.node(2).uplink_ip().to_string();
-        lab.node(1).ns().ip(&[
-            "route", "change", &cidr, "via", &via, "dev", UPLINK, "proto", "203", "mtu", "1400",
-        ]);
-        settle(lab, "put the route's MTU into the trie", || {
-            lab.trie_entry(1, &cidr)
-                .is_some_and(|e| e.route.mtu == 1400)
-        });
-        let to = IpAddr::from(lab.pod(2, 1).ip());
-        (
-            df_ping(lab, (1, 1), to, under, 1400),
-            df_ping(lab, (1, 1), to, over, 1400),
-        )
-    });
+/// DF pings from n1's pod to `to` just under and just over a 1400-byte route MTU (1372 bytes
+/// of ICMP data make a 1400-byte IPv4 packet): `(received, told mtu = 1400)` for each.
+fn around_1400(lab: &Lab, to: IpAddr) -> ((u32, bool), (u32, bool)) {
+    (
+        df_ping(lab, (1, 1), to, 1372, 1400),
+        df_ping(lab, (1, 1), to, 1392, 1400),
+    )
+}
+
+/// The kernel forwards under the route's MTU and answers "fragmentation needed" over it; the
+/// fast path does the same.
+fn assert_mtu_honoured(kernel: ((u32, bool), (u32, bool)), fast: ((u32, bool), (u32, bool))) {
     assert_eq!(
         kernel,
         ((3, false), (0, true)),
@@ -247,12 +238,29 @@ fn an_mtu_on_the_route_to_a_remote_cidr_is_honoured() {
     );
 }
 
+#[test]
+fn an_mtu_on_the_route_to_a_remote_cidr_is_honoured() {
+    let (kernel, fast) = both("rtmtu", |lab| {
+        warm_up(lab);
+        let cidr = lab.node(2).pod_cidr();
+        let via = lab.node(2).uplink_ip().to_string();
+        lab.node(1).ns().ip(&[
+            "route", "change", &cidr, "via", &via, "dev", UPLINK, "proto", "203", "mtu", "1400",
+        ]);
+        settle(lab, "put the route's MTU into the trie", || {
+            lab.trie_entry(1, &cidr)
+                .is_some_and(|e| e.route.mtu == 1400)
+        });
+        around_1400(lab, IpAddr::from(lab.pod(2, 1).ip()))
+    });
+    assert_mtu_honoured(kernel, fast);
+}
+
 /// A route of someone else's with an MTU, to an address the FIB fallback forwards to (a
 /// service address on n2's loopback, routed via n2): the kernel honours the route's MTU when
 /// forwarding, and so must the fast path, although the FIB lookup it asks does not.
 #[test]
 fn an_mtu_on_another_route_is_honoured_on_the_fib_path() {
-    let (under, over) = (1372, 1392);
     let (kernel, fast) = both("fibmtu", |lab| {
         warm_up(lab);
         lab.node(2)
@@ -273,19 +281,7 @@ fn an_mtu_on_another_route_is_honoured_on_the_fib_path() {
         settle(lab, "tell the programs the route's MTU", || {
             lab.state(1).fib_mtu == 1400
         });
-        let to = IpAddr::from(Ipv4Addr::new(10, 99, 0, 1));
-        (
-            df_ping(lab, (1, 1), to, under, 1400),
-            df_ping(lab, (1, 1), to, over, 1400),
-        )
+        around_1400(lab, IpAddr::from(Ipv4Addr::new(10, 99, 0, 1)))
     });
-    assert_eq!(
-        kernel,
-        ((3, false), (0, true)),
-        "the kernel path, which is the judge: (under the route's MTU, over it)"
-    );
-    assert_eq!(
-        fast, kernel,
-        "(received, told mtu = 1400) under and over the route's MTU"
-    );
+    assert_mtu_honoured(kernel, fast);
 }
